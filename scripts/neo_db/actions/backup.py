@@ -1,0 +1,263 @@
+"""Take a verified backup of the live DB, crash-safely.
+
+1. create an empty temp file (``.tmp-<final name>.<pid>``) in the phase's directory;
+2. copy the live DB into it with the online backup API in ONE step, from a read-only
+   connection (the engine stays the sole writer);
+3. switch the copy to ``journal_mode=DELETE``;
+4. in parallel on the two cores: ``integrity_check`` and row counts of the copy, and
+   fsync + sha256 of the copy;
+5. write the manifest to a temp file, rename the copy to its final name, rename the
+   manifest, fsync the directory.
+
+An error or a kill at any point leaves only ``.tmp-`` files, which the next run removes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, catalog, fsutil, sqlitedb
+from ..config import Config
+from ..errors import NeoDbError
+
+log = logging.getLogger(__name__)
+
+
+class BackupFailed(NeoDbError):
+    """The backup could not be written (disk full, unwritable dir, unreadable source)."""
+
+    def __init__(self, message: str, *, source_corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.source_corrupt = source_corrupt
+
+
+class BackupNotIntact(NeoDbError):
+    """The copy was made but failed integrity_check, and the caller asked for an intact one."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("the copy failed integrity_check: " + "; ".join(errors[:3]))
+        self.errors = errors
+
+
+@dataclasses.dataclass
+class BackupResult:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def intact(self) -> bool:
+        return bool(self.manifest.get("integrity_check") == ["ok"])
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def clean_stale_temps(cfg: Config) -> list[Path]:
+    """Remove what interrupted runs left behind. Call only while holding the state lock."""
+    removed: list[Path] = []
+    for phase in catalog.PHASE_DIRS:
+        for item in fsutil.iter_entries(catalog.phase_dir(cfg, phase)):
+            if item.name.startswith(fsutil.TMP_PREFIX):
+                path = Path(item.path)
+                fsutil.remove_quietly(path)
+                removed.append(path)
+                log.info("removed %s, left by an interrupted run", path)
+    return removed
+
+
+def free_name(directory: Path, stem: str, phase: str, session: str | None, now: dt.datetime | None) -> tuple[str, dt.datetime]:
+    """A base name not yet taken. Names have one-second resolution, so wait out a clash."""
+    for _ in range(5):
+        ts = now or catalog.utcnow()
+        base = catalog.base_name(stem, phase, session, ts)
+        if not any((directory / f"{base}{s}").exists() for s in (".db", ".json", ".raw")):
+            return base, ts
+        if now is not None:
+            now = now + dt.timedelta(seconds=1)
+        else:
+            time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+    raise BackupFailed(f"no free backup name in {directory} for {phase} {session}")
+
+
+def _verify(copy: Path, max_errors: int) -> tuple[list[str], dict[str, int]]:
+    conn = sqlitedb.open_readonly(copy)
+    try:
+        result = sqlitedb.integrity_check(conn, max_errors)
+        counts = sqlitedb.row_counts(conn) if result == ["ok"] else {}
+        return result, counts
+    finally:
+        conn.close()
+
+
+def _digest(copy: Path) -> str:
+    fsutil.fsync_file(copy)
+    return fsutil.sha256_file(copy)
+
+
+def take_backup(
+    cfg: Config,
+    phase: str,
+    session: str | None,
+    trigger: str,
+    *,
+    require_intact: bool = False,
+    base: str | None = None,
+    now: dt.datetime | None = None,
+    extra: dict[str, Any] | None = None,
+) -> BackupResult:
+    """Copy the live DB into the phase's directory. Raises BackupFailed, or BackupNotIntact if required."""
+    directory = catalog.phase_dir(cfg, phase)
+    try:
+        fsutil.ensure_real_dir(directory)
+    except OSError as exc:
+        raise BackupFailed(f"backup dir {directory}: {exc}") from None
+    if base is None:
+        base, started_at = free_name(directory, cfg.db_stem, phase, session, now)
+    else:
+        started_at = now or catalog.utcnow()
+    final = directory / f"{base}.db"
+    manifest_final = directory / f"{base}.json"
+    tmp = fsutil.tmp_path_for(final)
+    manifest_tmp = fsutil.tmp_path_for(manifest_final)
+    t0 = time.monotonic()
+    try:
+        try:
+            fsutil.create_exclusive(tmp)
+        except OSError as exc:
+            raise BackupFailed(f"cannot create {tmp}: {exc.strerror}") from None
+        try:
+            stats = sqlitedb.backup_copy(cfg.db_path, tmp)
+        except sqlitedb.CopyError as exc:
+            raise BackupFailed(f"copy of {cfg.db_path} failed: {exc}", source_corrupt=exc.source_corrupt) from None
+        t_copy = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            verify = pool.submit(_verify, tmp, cfg.integrity_max_errors)
+            digest = pool.submit(_digest, tmp)
+            try:
+                integrity, counts = verify.result()
+            except Exception as exc:  # sqlite3.Error and friends: the copy is not a readable DB
+                integrity, counts = [f"cannot check the copy: {exc}"], {}
+            sha = digest.result()
+        t_verify = time.monotonic()
+        if require_intact and integrity != ["ok"]:
+            raise BackupNotIntact(integrity)
+        manifest: dict[str, Any] = {
+            "file": final.name,
+            "db_path": str(cfg.db_path),
+            "phase": phase,
+            "session": session,
+            "trigger": trigger,
+            "started": catalog.iso(started_at),
+            "finished": catalog.iso(catalog.utcnow()),
+            "size": tmp.stat().st_size,
+            "sha256": sha,
+            "pages": stats.pages,
+            "integrity_check": integrity,
+            "row_counts": counts,
+            "sqlite_version": sqlitedb.sqlite_version(),
+            "neo_db_version": __version__,
+            "timings": {
+                "copy_seconds": round(t_copy - t0, 3),
+                "verify_seconds": round(t_verify - t_copy, 3),
+            },
+        }
+        if extra:
+            manifest.update(extra)
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        fd = os.open(manifest_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        os.replace(manifest_tmp, manifest_final)
+        fsutil.fsync_dir(directory)
+    except OSError as exc:
+        fsutil.remove_quietly(tmp)
+        fsutil.remove_quietly(manifest_tmp)
+        raise BackupFailed(f"writing the backup in {directory} failed: {exc.strerror or exc}") from None
+    except BaseException:
+        fsutil.remove_quietly(tmp)
+        fsutil.remove_quietly(manifest_tmp)
+        raise
+    result = BackupResult(final, manifest)
+    level = logging.INFO if result.intact else logging.ERROR
+    log.log(
+        level,
+        "%s backup %s: %s bytes, integrity %s, %.1fs",
+        phase,
+        final,
+        manifest["size"],
+        "ok" if result.intact else "FAILED: " + "; ".join(integrity[:3]),
+        time.monotonic() - t0,
+    )
+    return result
+
+
+def preserve_abnormal(
+    cfg: Config, session: str | None, trigger: str, stop: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Best-effort preservation after an abnormal stop. Returns (what was kept, warnings).
+
+    The raw DB, -wal and -shm are copied byte for byte BEFORE anything opens the DB (a
+    normal open would recover and checkpoint the WAL). Then a consistent backup-API copy
+    is taken if the DB opens. Nothing here deletes or moves a -wal.
+    """
+    kept: dict[str, Any] = {}
+    warnings: list[str] = []
+    directory = catalog.phase_dir(cfg, "abnormal")
+    try:
+        fsutil.ensure_real_dir(directory)
+        base, _ = free_name(directory, cfg.db_stem, "abnormal", session, None)
+    except (OSError, NeoDbError) as exc:
+        return kept, [f"abnormal-stop preservation impossible: {exc}"]
+
+    raw_final = directory / f"{base}.raw"
+    raw_tmp = fsutil.tmp_path_for(raw_final)
+    sources = [cfg.db_path, Path(f"{cfg.db_path}-wal"), Path(f"{cfg.db_path}-shm")]
+    present = [p for p in sources if p.is_file()]
+    if present:
+        try:
+            os.mkdir(raw_tmp, 0o750)
+            files: dict[str, Any] = {}
+            for src in present:
+                st = src.stat()
+                size = fsutil.copy_raw(src, raw_tmp / src.name)
+                files[src.name] = {
+                    "size": size,
+                    "mtime": catalog.iso(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)),
+                    "sha256": fsutil.sha256_file(raw_tmp / src.name),
+                }
+            doc = {"session": session, "trigger": trigger, "stop": stop, "files": files, "copied": catalog.iso(catalog.utcnow())}
+            fsutil.write_json_atomic(raw_tmp / "stop.json", doc)
+            os.replace(raw_tmp, raw_final)
+            fsutil.fsync_dir(directory)
+            kept["raw_copy"] = str(raw_final)
+            log.info("abnormal stop: raw files preserved in %s", raw_final)
+        except OSError as exc:
+            shutil.rmtree(raw_tmp, ignore_errors=True)
+            warnings.append(f"raw copy into {directory} failed: {exc.strerror or exc}; nothing partial was kept")
+    else:
+        warnings.append(f"no DB files at {cfg.db_path} to preserve")
+
+    if cfg.db_path.is_file():
+        try:
+            result = take_backup(cfg, "abnormal", session, trigger, base=base, extra={"stop": stop})
+            kept["backup"] = str(result.path)
+            kept["backup_integrity"] = result.manifest["integrity_check"]
+        except NeoDbError as exc:
+            warnings.append(f"consistent copy failed (the raw copy is what remains): {exc.message}")
+    for w in warnings:
+        log.warning("%s", w)
+    return kept, warnings

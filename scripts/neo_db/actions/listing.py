@@ -1,0 +1,63 @@
+"""`neo-db list`: the backups, with phase, session, age, size and verified status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .. import catalog
+from ..config import Config
+
+
+def rows(cfg: Config, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    moment = now or catalog.utcnow()
+    out = []
+    for e in catalog.entries(cfg):
+        m = e.manifest or {}
+        out.append(
+            {
+                "name": e.base,
+                "phase": e.phase,
+                "session": e.session,
+                "created": catalog.iso(e.created),
+                "age_seconds": int(e.age_seconds(moment)),
+                "size": e.size,
+                "status": e.status,
+                "verified": e.verified,
+                "sha256": m.get("sha256"),
+                "db": str(e.db) if e.db else None,
+                "raw_dir": str(e.raw_dir) if e.raw_dir else None,
+            }
+        )
+    return out
+
+
+def human_age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def table(headers: list[str], body: list[list[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in body:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*headers), fmt.format(*("-" * w for w in widths))]
+    lines.extend(fmt.format(*row) for row in body)
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,104 @@
+"""Retention: remove old backups with discipline, not aggressively (FLAG-023 §7).
+
+A backup is removed only if ALL hold:
+* it is outside the newest ``backup_retention_count`` of its phase;
+* it is older than ``backup_retention_days`` (abnormal stops: ``abnormal_retention_days``);
+* it is not the newest verified backup of its phase;
+* it is not one half of a session's pre/post pair whose other half is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from typing import Any
+
+from .. import catalog, fsutil
+from ..config import Config
+from ..locking import state_lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Decision:
+    entry: catalog.Entry
+    keep: bool
+    reason: str
+
+    def as_dict(self, now: dt.datetime) -> dict[str, Any]:
+        e = self.entry
+        return {
+            "name": e.base,
+            "phase": e.phase,
+            "session": e.session,
+            "created": catalog.iso(e.created),
+            "age_days": round(e.age_seconds(now) / 86400, 2),
+            "status": e.status,
+            "keep": self.keep,
+            "reason": self.reason,
+            "paths": [str(p) for p in e.paths()],
+        }
+
+
+def plan(cfg: Config, entries: list[catalog.Entry], now: dt.datetime) -> list[Decision]:
+    decisions: dict[str, Decision] = {}
+    by_phase: dict[str, list[catalog.Entry]] = {}
+    for e in entries:
+        by_phase.setdefault(e.phase, []).append(e)
+    for phase, items in by_phase.items():
+        days = cfg.abnormal_retention_days if phase == "abnormal" else cfg.backup_retention_days
+        newest_first = sorted(items, key=lambda e: (e.created, e.base), reverse=True)
+        newest_verified = next((e for e in newest_first if e.verified), None)
+        for rank, e in enumerate(newest_first):
+            if rank < cfg.backup_retention_count:
+                d = Decision(e, True, f"among the newest {cfg.backup_retention_count} {phase} backups")
+            elif e.age_seconds(now) < days * 86400:
+                d = Decision(e, True, f"younger than {days} days")
+            elif e is newest_verified:
+                d = Decision(e, True, f"newest verified {phase} backup")
+            else:
+                d = Decision(e, False, f"beyond the newest {cfg.backup_retention_count} and older than {days} days")
+            decisions[e.base] = d
+    # Pairs: a session's pre and post go together.
+    kept_sessions = {
+        (d.entry.session) for d in decisions.values() if d.keep and d.entry.phase in ("pre", "post") and d.entry.session
+    }
+    for d in decisions.values():
+        if not d.keep and d.entry.phase in ("pre", "post") and d.entry.session in kept_sessions:
+            d.keep, d.reason = True, f"pairs with a kept backup of session {d.entry.session}"
+    return sorted(decisions.values(), key=lambda d: (d.entry.created, d.entry.base))
+
+
+def run(cfg: Config, *, dry_run: bool, now: dt.datetime | None = None) -> list[Decision]:
+    """Apply the policy. With dry_run, only say what would go. Holds the state lock unless nested."""
+    moment = now or catalog.utcnow()
+    decisions = plan(cfg, catalog.entries(cfg), moment)
+    doomed = [d for d in decisions if not d.keep]
+    for d in doomed:
+        for path in d.entry.paths():
+            if dry_run:
+                log.info("would remove %s (%s)", path, d.reason)
+            else:
+                fsutil.remove_quietly(path)
+                log.info("removed %s (%s)", path, d.reason)
+    if not dry_run and doomed:
+        for phase in {d.entry.phase for d in doomed}:
+            fsutil.fsync_dir(catalog.phase_dir(cfg, phase))
+    log.info(
+        "prune%s: %d backups, %d kept, %d %s",
+        " (dry run)" if dry_run else "",
+        len(decisions),
+        len(decisions) - len(doomed),
+        len(doomed),
+        "would be removed" if dry_run else "removed",
+    )
+    return decisions
+
+
+def run_locked(cfg: Config, *, dry_run: bool) -> list[Decision]:
+    if dry_run:
+        return run(cfg, dry_run=True)
+    with state_lock(cfg):
+        return run(cfg, dry_run=False)

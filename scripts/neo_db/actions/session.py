@@ -1,0 +1,346 @@
+"""The systemd hooks around an engine session.
+
+``session-start`` is ExecStartPre: allocate the session ID, preserve an unclean
+previous session, run the gates (fail closed), take the pre-session backup, mark the
+session open. ``session-stop`` is ExecStopPost: classify the stop from systemd's
+``$SERVICE_RESULT``/``$EXIT_CODE``/``$EXIT_STATUS``, then take the post-session backup
+(clean) or preserve what is there (abnormal).
+
+State lives in state_dir:
+  current_session.json  the session being started ("starting") or running ("open")
+  session_counter.json  the last session number that opened
+  session.env           NEO_SESSION_ID=..., read by ExecStart through EnvironmentFile=
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import catalog, fsutil
+from ..config import Config
+from ..errors import GateError, IntegrityError, NeoDbError
+from ..locking import state_lock
+from . import backup, check, health, prune
+
+log = logging.getLogger(__name__)
+
+STARTING = "starting"
+OPEN = "open"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def current_path(cfg: Config) -> Path:
+    return cfg.state_dir / "current_session.json"
+
+
+def load_current(cfg: Config) -> dict[str, Any] | None:
+    try:
+        doc = fsutil.read_json(current_path(cfg))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable %s (%s): treating the previous session as unclean", current_path(cfg), exc)
+        return {"session": None, "state": OPEN}
+    return doc if isinstance(doc, dict) else None
+
+
+def _save_current(cfg: Config, doc: dict[str, Any]) -> None:
+    fsutil.write_json_atomic(current_path(cfg), doc)
+
+
+def _clear_current(cfg: Config) -> None:
+    fsutil.remove_quietly(current_path(cfg))
+    fsutil.fsync_dir(cfg.state_dir)
+
+
+def _counter_path(cfg: Config) -> Path:
+    return cfg.state_dir / "session_counter.json"
+
+
+def last_number(cfg: Config) -> int | None:
+    try:
+        doc = fsutil.read_json(_counter_path(cfg))
+        value = doc.get("last_number") if isinstance(doc, dict) else None
+        return value if isinstance(value, int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def format_session(cfg: Config, number: int) -> str:
+    return f"{cfg.session_prefix}{number:0{cfg.session_number_width}d}"
+
+
+def next_session(cfg: Config) -> tuple[str, int]:
+    last = last_number(cfg)
+    number = cfg.session_first_number if last is None else max(last + 1, cfg.session_first_number)
+    return format_session(cfg, number), number
+
+
+def _number_of(cfg: Config, session: str) -> int | None:
+    rest = session[len(cfg.session_prefix) :] if session.startswith(cfg.session_prefix) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+def _commit_counter(cfg: Config, session: str) -> None:
+    number = _number_of(cfg, session)
+    if number is None:
+        return
+    last = last_number(cfg)
+    if last is None or number > last:
+        fsutil.write_json_atomic(_counter_path(cfg), {"last_number": number, "session": session})
+
+
+def _write_env(cfg: Config, session: str) -> None:
+    text = f"NEO_SESSION_ID={session}\nNEO_DB_PATH={cfg.db_path}\n"
+    fsutil.write_bytes_atomic(cfg.state_dir / "session.env", text.encode(), mode=0o644)
+
+
+def _first_run(cfg: Config) -> bool:
+    return last_number(cfg) is None and not catalog.entries(cfg)
+
+
+@dataclasses.dataclass
+class StartOutcome:
+    session: str
+    block: dict[str, Any]
+
+
+def _preserve_unclean(cfg: Config, previous: dict[str, Any], now_session: str) -> None:
+    prev = previous.get("session")
+    same_boot = previous.get("boot_id") == _boot_id()
+    stop = {
+        "classification": "unclean_previous_session",
+        "detail": f"session {prev} was still open when {now_session} started: its ExecStopPost never ran"
+        + (" (same boot: the hook was killed)" if same_boot else " (the host rebooted: power loss or kernel panic)"),
+        "found_by": now_session,
+    }
+    log.warning("%s; preserving its files before anything opens the DB", stop["detail"])
+    kept, warnings = backup.preserve_abnormal(cfg, prev, "unclean-previous-session", stop)
+    if prev and catalog.SESSION_RE.match(str(prev)):
+        block = health.load(cfg, str(prev))
+        block["stop"] = stop
+        block["abnormal_stop_backup"] = kept.get("backup")
+        block["abnormal_raw_copy"] = kept.get("raw_copy")
+        block["warnings"] = block.get("warnings", []) + warnings
+        health.save(cfg, str(prev), block)
+
+
+def session_start(cfg: Config, session: str | None, *, allow_missing: bool = False) -> StartOutcome:
+    with state_lock(cfg):
+        backup.clean_stale_temps(cfg)
+        previous = load_current(cfg)
+        if session is None:
+            session, _ = next_session(cfg)
+        catalog.check_session_id(session)
+        if previous is not None:
+            if previous.get("state") == OPEN:
+                _preserve_unclean(cfg, previous, session)
+            else:
+                log.warning("the start of session %s was interrupted before it opened; no engine ran", previous.get("session"))
+            _clear_current(cfg)
+
+        started = catalog.utcnow()
+        _write_env(cfg, session)
+        _save_current(cfg, {"session": session, "state": STARTING, "boot_id": _boot_id(), "started": catalog.iso(started), "pid": os.getpid()})
+        block = health.load(cfg, session)
+        block.update({"session": session, "db_path": str(cfg.db_path), "started_at": catalog.iso(started)})
+        block["stop"] = None
+        block["post_session_backup"] = None
+        attempts = block.setdefault("start_attempts", [])
+        log.info("session %s: starting (DB %s)", session, cfg.db_path)
+
+        report = check.GateReport()
+        t0 = time.monotonic()
+        timings: dict[str, float] = {}
+        try:
+            first_run = allow_missing or (not cfg.db_path.exists() and _first_run(cfg))
+            check.gate_filesystem(cfg, report)
+            present = check.gate_present(cfg, report, first_run)
+            if present:
+                check.gate_holders(cfg, report)
+                check.gate_structure(cfg, report)
+                _integrity_and_pre_backup(cfg, session, report, block, timings)
+            else:
+                block["pre_session_backup"] = None
+                block["warnings"].append("no DB yet (first run): no integrity check and no pre-session backup")
+        except GateError as exc:
+            report.seconds = round(time.monotonic() - t0, 3)
+            block["integrity_check"] = _summary(report.integrity_check) if isinstance(exc, IntegrityError) else f"not run: {type(exc).__name__}"
+            block["gate"] = report.as_dict()
+            attempts.append({"at": catalog.iso(started), "result": "refused", "reason": exc.message.splitlines()[0]})
+            health.save(cfg, session, block)
+            raise
+        report.seconds = round(time.monotonic() - t0, 3)
+        block["integrity_check"] = _summary(report.integrity_check)
+        block["gate"] = report.as_dict()
+        block["timings"] = {"gate_and_pre_backup_seconds": report.seconds, **timings}
+        attempts.append({"at": catalog.iso(started), "result": "opened"})
+        _save_current(
+            cfg,
+            {
+                "session": session,
+                "state": OPEN,
+                "boot_id": _boot_id(),
+                "started": catalog.iso(started),
+                "pre_session_backup": block.get("pre_session_backup_path"),
+            },
+        )
+        _commit_counter(cfg, session)
+        health.save(cfg, session, block)
+        log.info("session %s: open (integrity %s, pre-session backup %s)", session, block["integrity_check"], block.get("pre_session_backup") or "none")
+        return StartOutcome(session, block)
+
+
+def _summary(result: list[str]) -> str:
+    return "ok" if result == ["ok"] else "; ".join(result[:5])
+
+
+def _integrity_and_pre_backup(cfg: Config, session: str, report: check.GateReport, block: dict[str, Any], timings: dict[str, float]) -> None:
+    """Gate 3 and the pre-session backup in one pass where possible.
+
+    A backup-API copy holds exactly the pages the live DB holds, so integrity_check of
+    the copy checks the source too, and the live DB is read once instead of twice. If
+    the copy cannot be written (disk full), the live DB is checked directly: a backup
+    failure never blocks a session, a corrupt DB always does.
+    """
+    if not cfg.pre_session_backup_enabled:
+        block["pre_session_backup"] = None
+        if cfg.integrity_check_on_startup:
+            check.gate_integrity(cfg, report)
+        else:
+            report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
+        return
+    t0 = time.monotonic()
+    try:
+        result = backup.take_backup(cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup)
+    except backup.BackupNotIntact as exc:
+        report.integrity_check = exc.errors
+        raise IntegrityError(exc.errors) from None
+    except backup.BackupFailed as exc:
+        if exc.source_corrupt:
+            report.integrity_check = [exc.message]
+            raise IntegrityError([exc.message]) from None
+        warning = f"pre-session backup FAILED (session not blocked): {exc.message}"
+        log.warning("%s", warning)
+        block["warnings"].append(warning)
+        block["pre_session_backup"] = None
+        block["pre_session_backup_error"] = exc.message
+        if cfg.integrity_check_on_startup:
+            check.gate_integrity(cfg, report)
+        else:
+            report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
+        return
+    timings["pre_backup_seconds"] = round(time.monotonic() - t0, 3)
+    report.integrity_check = result.manifest["integrity_check"] if cfg.integrity_check_on_startup else ["skipped (integrity_check_on_startup: false)"]
+    block["pre_session_backup"] = result.name
+    block["pre_session_backup_path"] = str(result.path)
+    log.info("pre-session backup: %s", result.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopInfo:
+    classification: str  # clean | abnormal | start_failed
+    service_result: str | None
+    exit_code: str | None
+    exit_status: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def classify(env: Mapping[str, str], clean_statuses: tuple[int, ...]) -> StopInfo:
+    result = env.get("SERVICE_RESULT")
+    code = env.get("EXIT_CODE")
+    status = env.get("EXIT_STATUS")
+    if code == "exited" and status is not None and status.isdigit() and int(status) in clean_statuses:
+        return StopInfo("clean", result, code, status, f"the engine exited with status {status}")
+    if code is None and status is None:
+        detail = "no exit information: the engine never ran, or session-stop was run by hand"
+    elif code == "exited":
+        detail = f"the engine exited with status {status}, not in clean_exit_statuses {list(clean_statuses)}"
+    else:
+        detail = f"the engine was {code} by signal {status}"
+    if result and result != "success":
+        detail += f" (systemd result: {result})"
+    return StopInfo("abnormal", result, code, status, detail)
+
+
+def session_stop(cfg: Config, session: str | None, env: Mapping[str, str]) -> dict[str, Any]:
+    with state_lock(cfg):
+        current = load_current(cfg)
+        if current is None:
+            log.info("no session is open (nothing recorded in %s); nothing to do", current_path(cfg))
+            return {}
+        recorded = current.get("session")
+        if session is not None and recorded and session != recorded:
+            log.warning("--session %s differs from the open session %s; using %s", session, recorded, recorded)
+        session = str(recorded) if recorded else session
+        if session is not None:
+            catalog.check_session_id(session)
+        block = health.load(cfg, session) if session else {}
+
+        if current.get("state") == STARTING:
+            info = StopInfo("start_failed", env.get("SERVICE_RESULT"), env.get("EXIT_CODE"), env.get("EXIT_STATUS"),
+                            "the session never opened (refused by a gate, or ExecStartPre failed): no post-session backup")
+            log.info("session %s: %s", session, info.detail)
+            block["stop"] = info.as_dict()
+        else:
+            info = classify(env, cfg.clean_exit_statuses)
+            block["stop"] = info.as_dict()
+            block["stopped_at"] = catalog.iso(catalog.utcnow())
+            if info.classification == "clean":
+                _post_backup(cfg, session, block)
+            else:
+                log.warning("session %s: abnormal stop: %s", session, info.detail)
+                if cfg.abnormal_stop_backup_enabled:
+                    kept, warnings = backup.preserve_abnormal(cfg, session, "session-stop", info.as_dict())
+                    block["abnormal_stop_backup"] = kept.get("backup")
+                    block["abnormal_raw_copy"] = kept.get("raw_copy")
+                    block.setdefault("warnings", []).extend(warnings)
+                else:
+                    block.setdefault("warnings", []).append("abnormal_stop_backup_enabled is false: nothing preserved")
+        if session:
+            health.save(cfg, session, block)
+        _clear_current(cfg)
+        if cfg.prune_after_session and info.classification != "start_failed":
+            try:
+                prune.run(cfg, dry_run=False)
+            except (NeoDbError, OSError) as exc:
+                log.warning("prune after the session failed: %s", exc)
+        return block
+
+
+def _post_backup(cfg: Config, session: str | None, block: dict[str, Any]) -> None:
+    if not cfg.post_session_backup_enabled:
+        block["post_session_backup"] = None
+        block["post_session_backup_ok"] = None
+        log.info("session %s: clean close; post-session backup disabled", session)
+        return
+    t0 = time.monotonic()
+    try:
+        result = backup.take_backup(cfg, "post", session, "session-stop")
+    except NeoDbError as exc:
+        warning = f"post-session backup FAILED: {exc.message}"
+        log.error("%s", warning)
+        block["post_session_backup"] = None
+        block["post_session_backup_ok"] = False
+        block.setdefault("warnings", []).append(warning)
+        return
+    block["post_session_backup"] = result.name
+    block["post_session_backup_path"] = str(result.path)
+    block["post_session_backup_ok"] = result.intact
+    block.setdefault("timings", {})["post_backup_seconds"] = round(time.monotonic() - t0, 3)
+    log.info("session %s: clean close; post-session backup %s", session, result.path)

@@ -1,0 +1,187 @@
+"""What is in backup_dir: names, phases, manifests.
+
+File names follow the FLAG-023 convention, in the phase's subdirectory::
+
+    pre_session/neo_live_stage1_pre_S053_2026-04-22T19-15-00Z.db   (+ .json manifest)
+    post_session/neo_live_stage1_post_S053_2026-04-22T21-16-00Z.db
+    abnormal_stop/neo_live_stage1_abnormal_S053_2026-04-22T20-02-11Z.db
+    abnormal_stop/neo_live_stage1_abnormal_S053_2026-04-22T20-02-11Z.raw/  (raw db, -wal, -shm, stop.json)
+
+Ages come from the UTC time in the name, so copying a backup keeps its age.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import UsageError
+from .fsutil import TMP_PREFIX, iter_entries
+
+PHASE_DIRS = {
+    "pre": "pre_session",
+    "post": "post_session",
+    "abnormal": "abnormal_stop",
+    "manual": "manual",
+}
+TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
+SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+_NAME_RE = re.compile(
+    r"^(?P<stem>.+)_(?P<phase>pre|post|abnormal|manual)"
+    r"(?:_(?P<session>[A-Za-z][A-Za-z0-9-]{0,31}))?"
+    r"_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)$"
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def iso(ts: dt.datetime) -> str:
+    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_session_id(session: str) -> str:
+    if not SESSION_RE.match(session):
+        shown = session if len(session) <= 40 else session[:37] + "..."
+        raise UsageError(
+            f"invalid session ID {shown!r}: expected a letter followed by up to 31 letters, digits or '-' "
+            "(e.g. S053); IDs become part of file names"
+        )
+    return session
+
+
+def base_name(stem: str, phase: str, session: str | None, ts: dt.datetime) -> str:
+    parts = [stem, phase] + ([session] if session else []) + [ts.strftime(TS_FORMAT)]
+    return "_".join(parts)
+
+
+@dataclasses.dataclass
+class Entry:
+    """One backup: its .db copy, its .json manifest and (abnormal stops) its .raw directory."""
+
+    phase: str
+    session: str | None
+    created: dt.datetime
+    base: str
+    directory: Path
+    db: Path | None = None
+    manifest_path: Path | None = None
+    raw_dir: Path | None = None
+    _manifest: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        if self._manifest is None and self.manifest_path is not None:
+            try:
+                loaded = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+                self._manifest = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._manifest = {}
+        return self._manifest
+
+    @property
+    def size(self) -> int:
+        total = 0
+        for p in (self.db, self.manifest_path):
+            if p is not None:
+                try:
+                    total += p.stat().st_size
+                except OSError:
+                    pass
+        if self.raw_dir is not None:
+            for f in iter_entries(self.raw_dir):
+                try:
+                    total += f.stat(follow_symlinks=False).st_size
+                except OSError:
+                    pass
+        return total
+
+    @property
+    def verified(self) -> bool:
+        """The copy passed integrity_check when it was made, and its size still matches the manifest."""
+        m = self.manifest
+        if self.db is None or not m:
+            return False
+        try:
+            size_ok = self.db.stat().st_size == m.get("size")
+        except OSError:
+            return False
+        return size_ok and m.get("integrity_check") == ["ok"]
+
+    @property
+    def status(self) -> str:
+        if self.db is None:
+            return "raw only" if self.raw_dir else "manifest only"
+        if self.manifest_path is None:
+            return "no manifest"
+        return "verified" if self.verified else "FAILED check"
+
+    def age_seconds(self, now: dt.datetime) -> float:
+        return (now - self.created).total_seconds()
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.db, self.manifest_path, self.raw_dir) if p is not None]
+
+
+def phase_dir(cfg: Config, phase: str) -> Path:
+    return cfg.backup_dir / PHASE_DIRS[phase]
+
+
+def parse(name: str) -> tuple[str, str, str | None, dt.datetime] | None:
+    m = _NAME_RE.match(name)
+    if not m:
+        return None
+    try:
+        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+    return m["stem"], m["phase"], m["session"], ts
+
+
+def entries(cfg: Config, phases: list[str] | None = None) -> list[Entry]:
+    """Every backup of this DB, oldest first. Temp files and symlinks are not backups."""
+    found: dict[tuple[str, str], Entry] = {}
+    for phase in phases or list(PHASE_DIRS):
+        directory = phase_dir(cfg, phase)
+        for item in iter_entries(directory):
+            if item.name.startswith(TMP_PREFIX):
+                continue
+            name = item.name
+            kind = None
+            for suffix, k in ((".db", "db"), (".json", "manifest"), (".raw", "raw")):
+                if name.endswith(suffix):
+                    name, kind = name[: -len(suffix)], k
+                    break
+            if kind is None:
+                continue
+            parsed = parse(name)
+            if parsed is None:
+                continue
+            stem, file_phase, session, ts = parsed
+            if stem != cfg.db_stem or file_phase != phase:
+                continue
+            if (kind == "raw") != item.is_dir(follow_symlinks=False):
+                continue
+            entry = found.setdefault((phase, name), Entry(phase, session, ts, name, directory))
+            path = Path(item.path)
+            if kind == "db":
+                entry.db = path
+            elif kind == "manifest":
+                entry.manifest_path = path
+            else:
+                entry.raw_dir = path
+    return sorted(found.values(), key=lambda e: (e.created, e.phase, e.base))
+
+
+def find(cfg: Config, name: str) -> Entry | None:
+    """The entry whose .db, .json or base name is `name` (a bare file name, not a path)."""
+    for entry in entries(cfg):
+        if name in (entry.base, f"{entry.base}.db", f"{entry.base}.json", f"{entry.base}.raw"):
+            return entry
+    return None

@@ -1,0 +1,220 @@
+"""neo-db command line: parse arguments, load the config, dispatch to an action.
+
+Exit codes (see errors.py): 0 ok, 1 failure, 2 usage/config, 3 integrity,
+4 network filesystem, 5 DB in use, 6 DB missing, 7 locked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import __version__, catalog
+from . import config as config_mod
+from . import logs
+from .actions import backup, check, health, listing, prune, session
+from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
+from .locking import state_lock
+
+log = logging.getLogger("neo_db")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog}: {message}", hint=f"'{self.prog} --help' lists the options")
+
+
+def _session_arg(value: str) -> str:
+    try:
+        return catalog.check_session_id(value)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="neo-db", description="Session safeguards for the NEO engine's SQLite DB (FLAG-049, FLAG-023).")
+    p.add_argument("--config", metavar="PATH", help=f"config file (default: ${config_mod.ENV_CONFIG}, else {config_mod.DEFAULT_CONFIG_PATH})")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("--debug", action="store_true", help="show a traceback on an internal error")
+    p.add_argument("--version", action="version", version=f"neo-db {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, help_: str, *, json_: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if json_:
+            sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        return sp
+
+    sp = add("check", "run the gates on the live DB: local filesystem, no other holder, integrity_check")
+    sp.add_argument("--allow-missing", action="store_true", help="a missing DB passes (first run)")
+
+    sp = add("session-start", "ExecStartPre hook: allocate the session, run the gates, take the pre-session backup")
+    sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the next from the counter)")
+    sp.add_argument("--allow-missing", action="store_true", help="a missing DB passes (first run)")
+
+    sp = add("session-stop", "ExecStopPost hook: classify the stop, post-session backup or abnormal-stop preservation")
+    sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the open session)")
+
+    sp = add("backup", "take a verified backup of the live DB now")
+    sp.add_argument("--phase", choices=list(catalog.PHASE_DIRS), default="manual", help="which backup dir (default: manual)")
+    sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID for the file name")
+
+    sp = add("prune", "apply the retention policy")
+    sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+
+    add("list", "list the backups with phase, session, age, size and verified status")
+
+    sp = add("health", "print a session's db_health block")
+    sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
+
+    cp = sub.add_parser("config", help="validate or show the config")
+    csub = cp.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    vp = csub.add_parser("validate", help="check a config file; exit 2 with every problem if it is invalid")
+    vp.add_argument("path", metavar="PATH")
+    sp = csub.add_parser("show", help="print the effective config, defaults included")
+    sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    return p
+
+
+def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    elif text:
+        print(text)
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(config_mod.resolve_path(args.config))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    report = check.run_gates(cfg, allow_missing=args.allow_missing)
+    _emit(args, {"db_path": str(cfg.db_path), "result": "pass", **report.as_dict()},
+          f"PASS {cfg.db_path}\n  filesystem: {report.filesystem}\n  holders: {report.holders}\n"
+          f"  integrity_check: {'; '.join(report.integrity_check)}\n  seconds: {report.seconds}")
+    return OK
+
+
+def cmd_session_start(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    outcome = session.session_start(cfg, args.session, allow_missing=args.allow_missing)
+    _emit(args, {"db_health": outcome.block}, f"session {outcome.session} open; pre-session backup: {outcome.block.get('pre_session_backup') or 'none'}")
+    return OK
+
+
+def cmd_session_stop(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    block = session.session_stop(cfg, args.session, os.environ)
+    stop = block.get("stop") or {}
+    _emit(args, {"db_health": block}, f"session {block.get('session', '-')}: {stop.get('classification', 'nothing open')}" if block else "no session was open")
+    return OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    with state_lock(cfg):
+        backup.clean_stale_temps(cfg)
+        result = backup.take_backup(cfg, args.phase, args.session, "cli")
+    _emit(args, {"path": str(result.path), "manifest": result.manifest}, str(result.path))
+    if not result.intact:
+        log.error("the copy failed integrity_check: the live DB is likely corrupt; run 'neo-db check'")
+        return 3
+    return OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    now = catalog.utcnow()
+    decisions = prune.run_locked(cfg, dry_run=args.dry_run)
+    doomed = [d for d in decisions if not d.keep]
+    verb = "would remove" if args.dry_run else "removed"
+    body = [[d.entry.phase, d.entry.session or "-", d.entry.base, d.reason] for d in doomed]
+    text = listing.table(["PHASE", "SESSION", verb.upper(), "WHY"], body) if body else f"nothing to prune ({len(decisions)} backups kept)"
+    _emit(args, {"dry_run": args.dry_run, "decisions": [d.as_dict(now) for d in decisions]}, text)
+    return OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    items = listing.rows(cfg)
+    body = [[r["phase"], r["session"] or "-", r["created"], listing.human_age(r["age_seconds"]), listing.human_size(r["size"]), r["status"], r["name"]] for r in items]
+    text = listing.table(["PHASE", "SESSION", "CREATED", "AGE", "SIZE", "STATUS", "NAME"], body) if body else f"no backups under {cfg.backup_dir}"
+    _emit(args, {"backup_dir": str(cfg.backup_dir), "backups": items}, text)
+    return OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    block = health.show(cfg, args.session)
+    lines = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(block.items())]
+    _emit(args, {"db_health": block}, "\n".join(lines))
+    return OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "validate":
+        cfg = config_mod.load(args.path)
+        print(f"ok: {cfg.source} is a valid neo-db config")
+        return OK
+    cfg = _load(args)
+    _emit(args, {"source": cfg.source, config_mod.TOP_KEY: cfg.as_dict()},
+          f"# {cfg.source}\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.as_dict().items()))
+    return OK
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "session-start": cmd_session_start,
+    "session-stop": cmd_session_stop,
+    "backup": cmd_backup,
+    "prune": cmd_prune,
+    "list": cmd_list,
+    "health": cmd_health,
+    "config": cmd_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    debug = "--debug" in argv
+    logs.setup(0)
+    try:
+        args = parser.parse_args(argv)
+        logs.setup(-1 if args.quiet else args.verbose, dry_run=bool(getattr(args, "dry_run", False)))
+        return COMMANDS[args.command](args)
+    except GateError as exc:
+        log.error("%s", exc.message, extra={"plain": True})
+        if exc.hint:
+            log.error("next: %s", exc.hint, extra={"plain": True})
+        return exc.exit_code
+    except NeoDbError as exc:
+        log.error("%s", exc.message)
+        if exc.hint:
+            log.error("next: %s", exc.hint, extra={"plain": True})
+        return exc.exit_code
+    except SystemExit as exc:  # argparse --help / --version
+        return int(exc.code) if isinstance(exc.code, int) else USAGE
+    except KeyboardInterrupt:
+        log.error("interrupted; nothing under a final name was left half-written (temp files are removed on the next run)")
+        return 130
+    except BrokenPipeError:
+        return OK
+    except Exception as exc:  # an internal error must still never leave a bare traceback for the operator
+        log.error("internal error: %s: %s", type(exc).__name__, exc)
+        if debug:
+            traceback.print_exc()
+        else:
+            log.error("next: rerun with --debug for the traceback, and report it", extra={"plain": True})
+        return FAILURE

@@ -1,0 +1,263 @@
+"""Load and validate the safeguards config.
+
+The config is YAML under a top-level ``db_safeguards:`` key. It comes from
+``--config PATH``, else ``$NEO_DB_CONFIG``, else ``/etc/neo/db_safeguards.yml``.
+Validation collects every problem at once; each names the key, the bad value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/neo/db_safeguards.yml"
+ENV_CONFIG = "NEO_DB_CONFIG"
+TOP_KEY = "db_safeguards"
+
+# FLAG-023 §7: keep session backups at least 14 to 30 days.
+MIN_RETENTION_DAYS = 14
+MAX_RETENTION_DAYS = 3650
+
+SESSION_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z-]{0,7}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    db_path: Path
+    backup_dir: Path
+    exports_dir: Path
+    state_dir: Path
+    integrity_check_on_startup: bool = True
+    pre_session_backup_enabled: bool = True
+    post_session_backup_enabled: bool = True
+    abnormal_stop_backup_enabled: bool = True
+    backup_retention_count: int = 10
+    backup_retention_days: int = 14
+    abnormal_retention_days: int = 30
+    clean_exit_statuses: tuple[int, ...] = (0,)
+    session_prefix: str = "S"
+    session_first_number: int = 1
+    session_number_width: int = 3
+    session_summary_path: str | None = None
+    integrity_max_errors: int = 20
+    prune_after_session: bool = True
+    lock_timeout_seconds: int = 120
+    source: str = "<defaults>"
+
+    @property
+    def db_stem(self) -> str:
+        return self.db_path.stem
+
+    def summary_path(self, session: str) -> Path | None:
+        if not self.session_summary_path:
+            return None
+        return Path(self.session_summary_path.replace("{session}", session))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "source":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+# ---- validators: each returns None when the value is fine, else what is allowed ----
+
+Validator = Callable[[Any], str | None]
+
+
+def _abs_path(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "an absolute path (a non-empty string starting with /)"
+    if not value.startswith("/"):
+        return "an absolute path starting with / (relative paths depend on the working directory)"
+    if "\x00" in value or any(part == ".." for part in value.split("/")):
+        return "an absolute path without '..' components or NUL bytes"
+    return None
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _int_range(lo: int, hi: int, why: str = "") -> Validator:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"a whole number from {lo} to {hi}{why}"
+        return None
+
+    return check
+
+
+def _exit_statuses(value: Any) -> str | None:
+    allowed = "a non-empty list of exit statuses, whole numbers from 0 to 255, e.g. [0]"
+    if not isinstance(value, list) or not value:
+        return allowed
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 255:
+            return allowed
+    return None
+
+
+def _session_prefix(value: Any) -> str | None:
+    if isinstance(value, str) and SESSION_PREFIX_RE.match(value):
+        return None
+    return "1 to 8 letters or '-', starting with a letter, e.g. S"
+
+
+def _summary_pattern(value: Any) -> str | None:
+    if value is None:
+        return None
+    problem = _abs_path(value)
+    if problem:
+        return f"null, or {problem} containing {{session}}"
+    if "{session}" not in value:
+        return "null, or an absolute path containing {session}, e.g. /opt/neo/runtime/exports/sessions/{session}/summary.json"
+    return None
+
+
+_RETENTION_WHY = f" (FLAG-023 §7 keeps session backups at least {MIN_RETENTION_DAYS} days)"
+
+SCHEMA: dict[str, tuple[Validator, bool]] = {
+    # key: (validator, required)
+    "db_path": (_abs_path, True),
+    "backup_dir": (_abs_path, True),
+    "exports_dir": (_abs_path, True),
+    "state_dir": (_abs_path, True),
+    "integrity_check_on_startup": (_bool, False),
+    "pre_session_backup_enabled": (_bool, False),
+    "post_session_backup_enabled": (_bool, False),
+    "abnormal_stop_backup_enabled": (_bool, False),
+    "backup_retention_count": (_int_range(1, 100000), False),
+    "backup_retention_days": (_int_range(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS, _RETENTION_WHY), False),
+    "abnormal_retention_days": (_int_range(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS, _RETENTION_WHY), False),
+    "clean_exit_statuses": (_exit_statuses, False),
+    "session_prefix": (_session_prefix, False),
+    "session_first_number": (_int_range(1, 999999), False),
+    "session_number_width": (_int_range(1, 6), False),
+    "session_summary_path": (_summary_pattern, False),
+    "integrity_max_errors": (_int_range(1, 1000), False),
+    "prune_after_session": (_bool, False),
+    "lock_timeout_seconds": (_int_range(0, 3600), False),
+}
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_within(child: str, parent: str) -> bool:
+    child_n = os.path.normpath(child)
+    parent_n = os.path.normpath(parent)
+    return child_n == parent_n or child_n.startswith(parent_n.rstrip("/") + "/")
+
+
+def validate(data: Any, source: str) -> Config:
+    """Check a parsed YAML document and build a Config, or raise ConfigError with every problem."""
+    if not isinstance(data, Mapping) or TOP_KEY not in data:
+        raise ConfigError(source, [f"the file must be a YAML mapping with a top-level '{TOP_KEY}:' key"])
+    extra_top = [str(k) for k in data if k != TOP_KEY]
+    section = data[TOP_KEY]
+    problems: list[str] = []
+    if extra_top:
+        problems.append(f"unknown top-level key(s) {', '.join(map(repr, extra_top))}: only '{TOP_KEY}' is allowed")
+    if not isinstance(section, Mapping):
+        problems.append(f"'{TOP_KEY}' is {_show(section)}: it must be a mapping of keys to values")
+        raise ConfigError(source, problems)
+
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if not isinstance(key, str) or key not in SCHEMA:
+            near = difflib.get_close_matches(str(key), SCHEMA, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            problems.append(f"key {_show(key)} is unknown{hint}; known keys: {', '.join(SCHEMA)}")
+            continue
+        validator, _ = SCHEMA[key]
+        allowed = validator(value)
+        if allowed:
+            problems.append(f"key '{key}': value {_show(value)} is not allowed; expected {allowed}")
+            continue
+        values[key] = value
+    for key, (_, required) in SCHEMA.items():
+        if required and key not in section:
+            problems.append(f"key '{key}' is missing; it is required ({_abs_path(None)})")
+
+    db_path = values.get("db_path")
+    if isinstance(db_path, str):
+        db_dir = os.path.dirname(os.path.normpath(db_path))
+        if os.path.normpath(db_path).endswith(("-wal", "-shm", "-journal")):
+            problems.append(f"key 'db_path': value {_show(db_path)} names a SQLite side file; name the database itself")
+        for key in ("backup_dir", "exports_dir"):
+            other = values.get(key)
+            if isinstance(other, str) and _is_within(other, db_dir):
+                problems.append(
+                    f"key '{key}': value {_show(other)} is inside the DB's directory {db_dir!r}; "
+                    f"expected a directory outside it, so copies never sit beside the live DB "
+                    f"(e.g. {os.path.join(os.path.dirname(db_dir), key.split('_')[0] + 's')!r})"
+                )
+    if problems:
+        raise ConfigError(source, problems)
+
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("db_path", "backup_dir", "exports_dir", "state_dir"):
+            kwargs[key] = Path(os.path.normpath(value))
+        elif key == "clean_exit_statuses":
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return Config(source=source, **kwargs)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate one config file."""
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            source,
+            [f"the file does not exist; pass --config PATH, set ${ENV_CONFIG}, or create {DEFAULT_CONFIG_PATH}"],
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(source, ["this is a directory; name the YAML file"]) from None
+    except PermissionError:
+        raise ConfigError(source, ["permission denied reading the file; run as a user who can read it"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"the file is not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, [f"the YAML does not parse{where}: {problem}"]) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError(source, [f"the YAML does not parse: {exc}"]) from None
+    return validate(data, source)
+
+
+def resolve_path(cli_path: str | None) -> str:
+    return cli_path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG_PATH

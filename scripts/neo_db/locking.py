@@ -1,0 +1,55 @@
+"""One neo-db writer at a time: an flock on state_dir/neo-db.lock.
+
+Every command that writes backups or session state holds it, so a `.tmp-` file
+found while holding the lock was left by an interrupted run and is safe to remove.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import Config
+from .errors import LockedError, NeoDbError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
+    wait = cfg.lock_timeout_seconds if timeout is None else timeout
+    try:
+        os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
+        fd = os.open(Path(cfg.state_dir) / "neo-db.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+    except OSError as exc:
+        raise NeoDbError(
+            f"cannot open the lock file in state_dir {cfg.state_dir}: {exc.strerror}",
+            hint="run as the service user (neo) or root, and check state_dir in the config",
+        ) from None
+    deadline = time.monotonic() + wait
+    announced = False
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"another neo-db run holds {cfg.state_dir}/neo-db.lock (waited {wait}s)",
+                        hint="wait for it to finish (see 'journalctl -u neo-engine'), then retry",
+                    ) from None
+                if not announced:
+                    log.info("waiting for another neo-db run to release %s/neo-db.lock", cfg.state_dir)
+                    announced = True
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)

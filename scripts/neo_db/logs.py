@@ -1,0 +1,72 @@
+"""Logging that lands in the journal with the right priority.
+
+Under systemd, stderr is connected to the journal (``$JOURNAL_STREAM`` names its
+device and inode). The journal reads a ``<N>`` prefix as the syslog priority, so an
+error from a hook shows up as an error in ``journalctl -p err``. On a terminal the
+lines are plain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+def stderr_is_journal() -> bool:
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if ":" not in stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    dev, _, ino = stream.partition(":")
+    return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        # Every line of a multi-line message carries the priority.
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
+
+
+class _TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if getattr(record, "plain", False):
+            return text
+        if record.levelno >= logging.ERROR:
+            return f"error: {text}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {text}"
+        return text
+
+
+def setup(verbosity: int = 0, *, dry_run: bool = False) -> None:
+    """Configure the root logger: INFO by default, DEBUG with -v, WARNING with -q."""
+    level = logging.INFO
+    if verbosity > 0:
+        level = logging.DEBUG
+    elif verbosity < 0:
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(message)s"
+    if dry_run:
+        fmt = "[dry-run] %(message)s"
+    handler.setFormatter(_JournalFormatter(fmt) if stderr_is_journal() else _TerminalFormatter(fmt))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

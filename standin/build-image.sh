@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build the stand-in VPS base image offline: a debootstrapped Debian 12 with
+# systemd, imported into podman. Cached: a second run reuses the image.
+#
+#   NEO_STANDIN_IMAGE   image name           (default localhost/neo-vps-standin:debian12)
+#   NEO_STANDIN_SUITE   Debian suite          (default bookworm)
+#   NEO_STANDIN_MIRROR  Debian mirror URL     (default: the host's apt mirror)
+#   NEO_STANDIN_REBUILD=1 forces a rebuild.
+set -euo pipefail
+
+image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12}
+suite=${NEO_STANDIN_SUITE:-bookworm}
+here=$(cd "$(dirname "$0")" && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+
+default_mirror() {
+  # The mirror the host's apt already uses, so the build needs no other network.
+  local uri
+  uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1 || true)
+  [ -n "$uri" ] || uri=$(awk '/^deb / && !/security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+mirror=${NEO_STANDIN_MIRROR:-$(default_mirror)}
+
+if [ "${NEO_STANDIN_REBUILD:-0}" != 1 ] && podman image exists "$image"; then
+  echo "stand-in image $image is cached; NEO_STANDIN_REBUILD=1 rebuilds it"
+  exit 0
+fi
+
+for tool in podman debootstrap; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is missing; run 'make deps' (as root)" >&2; exit 1; }
+done
+
+rootfs=$(mktemp -d /var/tmp/neo-standin-rootfs.XXXXXX)
+trap 'rm -rf "$rootfs"' EXIT
+
+packages=systemd,systemd-sysv,dbus,python3,python3-yaml,python3-apt,sqlite3,logrotate,procps
+echo "debootstrap $suite from $mirror into $rootfs (about a minute)"
+debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
+  echo "error: debootstrap failed; last lines of $rootfs.log:" >&2; tail -n 20 "$rootfs.log" >&2; exit 1; }
+rm -f "$rootfs.log"
+
+# A container has no consoles to serve and no kernel modules to load.
+chroot "$rootfs" systemctl mask getty@tty1.service serial-getty@console.service \
+  systemd-udevd.service systemd-modules-load.service sys-kernel-config.mount >/dev/null 2>&1 || true
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+echo "neo-vps-standin" >"$rootfs/etc/hostname"
+
+tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
+echo "built stand-in image $image"
