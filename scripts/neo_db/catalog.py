@@ -12,6 +12,7 @@ Ages come from the UTC time in the name, so copying a backup keeps its age.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -39,11 +40,11 @@ _NAME_RE = re.compile(
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check_session_id(session: str) -> str:
@@ -90,16 +91,12 @@ class Entry:
         total = 0
         for p in (self.db, self.manifest_path):
             if p is not None:
-                try:
+                with contextlib.suppress(OSError):
                     total += p.stat().st_size
-                except OSError:
-                    pass
         if self.raw_dir is not None:
             for f in iter_entries(self.raw_dir):
-                try:
+                with contextlib.suppress(OSError):
                     total += f.stat(follow_symlinks=False).st_size
-                except OSError:
-                    pass
         return total
 
     @property
@@ -138,7 +135,7 @@ def parse(name: str) -> tuple[str, str, str | None, dt.datetime] | None:
     if not m:
         return None
     try:
-        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.timezone.utc)
+        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.UTC)
     except ValueError:
         return None
     return m["stem"], m["phase"], m["session"], ts

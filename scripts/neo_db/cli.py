@@ -15,9 +15,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__, catalog
+from . import __version__, catalog, logs
 from . import config as config_mod
-from . import logs
 from .actions import backup, check, health, listing, prune, session
 from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
 from .locking import state_lock
@@ -40,7 +39,9 @@ def _session_arg(value: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="neo-db", description="Session safeguards for the NEO engine's SQLite DB (FLAG-049, FLAG-023).")
-    p.add_argument("--config", metavar="PATH", help=f"config file (default: ${config_mod.ENV_CONFIG}, else {config_mod.DEFAULT_CONFIG_PATH})")
+    p.add_argument(
+        "--config", metavar="PATH", help=f"config file (default: ${config_mod.ENV_CONFIG}, else {config_mod.DEFAULT_CONFIG_PATH})"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     p.add_argument("--debug", action="store_true", help="show a traceback on an internal error")
@@ -100,16 +101,23 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args)
     report = check.run_gates(cfg, allow_missing=args.allow_missing)
-    _emit(args, {"db_path": str(cfg.db_path), "result": "pass", **report.as_dict()},
-          f"PASS {cfg.db_path}\n  filesystem: {report.filesystem}\n  holders: {report.holders}\n"
-          f"  integrity_check: {'; '.join(report.integrity_check)}\n  seconds: {report.seconds}")
+    _emit(
+        args,
+        {"db_path": str(cfg.db_path), "result": "pass", **report.as_dict()},
+        f"PASS {cfg.db_path}\n  filesystem: {report.filesystem}\n  holders: {report.holders}\n"
+        f"  integrity_check: {'; '.join(report.integrity_check)}\n  seconds: {report.seconds}",
+    )
     return OK
 
 
 def cmd_session_start(args: argparse.Namespace) -> int:
     cfg = _load(args)
     outcome = session.session_start(cfg, args.session, allow_missing=args.allow_missing)
-    _emit(args, {"db_health": outcome.block}, f"session {outcome.session} open; pre-session backup: {outcome.block.get('pre_session_backup') or 'none'}")
+    _emit(
+        args,
+        {"db_health": outcome.block},
+        f"session {outcome.session} open; pre-session backup: {outcome.block.get('pre_session_backup') or 'none'}",
+    )
     return OK
 
 
@@ -117,7 +125,11 @@ def cmd_session_stop(args: argparse.Namespace) -> int:
     cfg = _load(args)
     block = session.session_stop(cfg, args.session, os.environ)
     stop = block.get("stop") or {}
-    _emit(args, {"db_health": block}, f"session {block.get('session', '-')}: {stop.get('classification', 'nothing open')}" if block else "no session was open")
+    _emit(
+        args,
+        {"db_health": block},
+        f"session {block.get('session', '-')}: {stop.get('classification', 'nothing open')}" if block else "no session was open",
+    )
     return OK
 
 
@@ -148,8 +160,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = _load(args)
     items = listing.rows(cfg)
-    body = [[r["phase"], r["session"] or "-", r["created"], listing.human_age(r["age_seconds"]), listing.human_size(r["size"]), r["status"], r["name"]] for r in items]
-    text = listing.table(["PHASE", "SESSION", "CREATED", "AGE", "SIZE", "STATUS", "NAME"], body) if body else f"no backups under {cfg.backup_dir}"
+    body = [
+        [
+            r["phase"],
+            r["session"] or "-",
+            r["created"],
+            listing.human_age(r["age_seconds"]),
+            listing.human_size(r["size"]),
+            r["status"],
+            r["name"],
+        ]
+        for r in items
+    ]
+    text = (
+        listing.table(["PHASE", "SESSION", "CREATED", "AGE", "SIZE", "STATUS", "NAME"], body)
+        if body
+        else f"no backups under {cfg.backup_dir}"
+    )
     _emit(args, {"backup_dir": str(cfg.backup_dir), "backups": items}, text)
     return OK
 
@@ -168,8 +195,11 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"ok: {cfg.source} is a valid neo-db config")
         return OK
     cfg = _load(args)
-    _emit(args, {"source": cfg.source, config_mod.TOP_KEY: cfg.as_dict()},
-          f"# {cfg.source}\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.as_dict().items()))
+    _emit(
+        args,
+        {"source": cfg.source, config_mod.TOP_KEY: cfg.as_dict()},
+        f"# {cfg.source}\n" + "\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.as_dict().items()),
+    )
     return OK
 
 

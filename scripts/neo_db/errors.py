@@ -17,10 +17,7 @@ LOCKED = 7  # another neo-db run holds the state lock
 
 GATE_EXIT_CODES = (INTEGRITY, NETWORK_FS, DB_IN_USE, DB_MISSING)
 
-INTEGRITY_MESSAGE = (
-    "DB integrity check failed — session aborted. "
-    "Run a backup or restore from last known-good backup before continuing."
-)
+INTEGRITY_MESSAGE = "DB integrity check failed — session aborted. Run a backup or restore from last known-good backup before continuing."
 
 
 class NeoDbError(Exception):

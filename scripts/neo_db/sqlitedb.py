@@ -82,9 +82,7 @@ def structural_problems(db_path: Path) -> list[str]:
     change_counter, header_pages = struct.unpack(">II", header[24:32])
     valid_for = struct.unpack(">I", header[92:96])[0]
     if header_pages and change_counter == valid_for and size // psize < header_pages:
-        problems.append(
-            f"{db_path}: the header records {header_pages} pages but the file holds {size // psize} (truncated)"
-        )
+        problems.append(f"{db_path}: the header records {header_pages} pages but the file holds {size // psize} (truncated)")
     problems.extend(wal_problems(Path(f"{db_path}-wal"), psize))
     return problems
 
@@ -134,12 +132,7 @@ def check_file(path: Path, max_errors: int = 20) -> list[str]:
 
 
 def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    names = [
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
-        )
-    ]
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     counts: dict[str, int] = {}
     for name in names:
         quoted = '"' + name.replace('"', '""') + '"'

@@ -205,9 +205,7 @@ def take_backup(
     return result
 
 
-def preserve_abnormal(
-    cfg: Config, session: str | None, trigger: str, stop: dict[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
+def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Best-effort preservation after an abnormal stop. Returns (what was kept, warnings).
 
     The raw DB, -wal and -shm are copied byte for byte BEFORE anything opens the DB (a
@@ -236,7 +234,7 @@ def preserve_abnormal(
                 size = fsutil.copy_raw(src, raw_tmp / src.name)
                 files[src.name] = {
                     "size": size,
-                    "mtime": catalog.iso(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)),
+                    "mtime": catalog.iso(dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)),
                     "sha256": fsutil.sha256_file(raw_tmp / src.name),
                 }
             doc = {"session": session, "trigger": trigger, "stop": stop, "files": files, "copied": catalog.iso(catalog.utcnow())}

@@ -34,8 +34,7 @@ def gate_filesystem(cfg: Config, report: GateReport) -> None:
     if remote:
         report.filesystem = f"REFUSED: {remote}"
         raise NetworkFilesystemError(
-            f"the DB {cfg.db_path} is on a network filesystem: {remote}. SQLite's WAL is not safe there "
-            "(the cause of the S49/S50 loss)",
+            f"the DB {cfg.db_path} is on a network filesystem: {remote}. SQLite's WAL is not safe there (the cause of the S49/S50 loss)",
             hint="move the DB to a local disk (ext4/xfs on the VPS's SSD) and point db_path at it",
         )
     fstype, mnt = fsutil.mount_fstype(probe)

@@ -101,5 +101,7 @@ def show(cfg: Config, session: str | None) -> dict[str, Any]:
     catalog.check_session_id(session)
     path = health_path(cfg, session)
     if not path.is_file():
-        raise UsageError(f"no db_health for session {session} ({path} does not exist)", hint="'neo-db list' shows the sessions that have backups")
+        raise UsageError(
+            f"no db_health for session {session} ({path} does not exist)", hint="'neo-db list' shows the sessions that have backups"
+        )
     return load(cfg, session)

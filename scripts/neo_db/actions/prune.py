@@ -62,9 +62,7 @@ def plan(cfg: Config, entries: list[catalog.Entry], now: dt.datetime) -> list[De
                 d = Decision(e, False, f"beyond the newest {cfg.backup_retention_count} and older than {days} days")
             decisions[e.base] = d
     # Pairs: a session's pre and post go together.
-    kept_sessions = {
-        (d.entry.session) for d in decisions.values() if d.keep and d.entry.phase in ("pre", "post") and d.entry.session
-    }
+    kept_sessions = {(d.entry.session) for d in decisions.values() if d.keep and d.entry.phase in ("pre", "post") and d.entry.session}
     for d in decisions.values():
         if not d.keep and d.entry.phase in ("pre", "post") and d.entry.session in kept_sessions:
             d.keep, d.reason = True, f"pairs with a kept backup of session {d.entry.session}"

@@ -153,7 +153,9 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
 
         started = catalog.utcnow()
         _write_env(cfg, session)
-        _save_current(cfg, {"session": session, "state": STARTING, "boot_id": _boot_id(), "started": catalog.iso(started), "pid": os.getpid()})
+        _save_current(
+            cfg, {"session": session, "state": STARTING, "boot_id": _boot_id(), "started": catalog.iso(started), "pid": os.getpid()}
+        )
         block = health.load(cfg, session)
         block.update({"session": session, "db_path": str(cfg.db_path), "started_at": catalog.iso(started)})
         block["stop"] = None
@@ -177,7 +179,9 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
                 block["warnings"].append("no DB yet (first run): no integrity check and no pre-session backup")
         except GateError as exc:
             report.seconds = round(time.monotonic() - t0, 3)
-            block["integrity_check"] = _summary(report.integrity_check) if isinstance(exc, IntegrityError) else f"not run: {type(exc).__name__}"
+            block["integrity_check"] = (
+                _summary(report.integrity_check) if isinstance(exc, IntegrityError) else f"not run: {type(exc).__name__}"
+            )
             block["gate"] = report.as_dict()
             attempts.append({"at": catalog.iso(started), "result": "refused", "reason": exc.message.splitlines()[0]})
             health.save(cfg, session, block)
@@ -199,7 +203,12 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
         )
         _commit_counter(cfg, session)
         health.save(cfg, session, block)
-        log.info("session %s: open (integrity %s, pre-session backup %s)", session, block["integrity_check"], block.get("pre_session_backup") or "none")
+        log.info(
+            "session %s: open (integrity %s, pre-session backup %s)",
+            session,
+            block["integrity_check"],
+            block.get("pre_session_backup") or "none",
+        )
         return StartOutcome(session, block)
 
 
@@ -207,7 +216,9 @@ def _summary(result: list[str]) -> str:
     return "ok" if result == ["ok"] else "; ".join(result[:5])
 
 
-def _integrity_and_pre_backup(cfg: Config, session: str, report: check.GateReport, block: dict[str, Any], timings: dict[str, float]) -> None:
+def _integrity_and_pre_backup(
+    cfg: Config, session: str, report: check.GateReport, block: dict[str, Any], timings: dict[str, float]
+) -> None:
     """Gate 3 and the pre-session backup in one pass where possible.
 
     A backup-API copy holds exactly the pages the live DB holds, so integrity_check of
@@ -243,7 +254,9 @@ def _integrity_and_pre_backup(cfg: Config, session: str, report: check.GateRepor
             report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
         return
     timings["pre_backup_seconds"] = round(time.monotonic() - t0, 3)
-    report.integrity_check = result.manifest["integrity_check"] if cfg.integrity_check_on_startup else ["skipped (integrity_check_on_startup: false)"]
+    report.integrity_check = (
+        result.manifest["integrity_check"] if cfg.integrity_check_on_startup else ["skipped (integrity_check_on_startup: false)"]
+    )
     block["pre_session_backup"] = result.name
     block["pre_session_backup_path"] = str(result.path)
     log.info("pre-session backup: %s", result.path)
@@ -293,8 +306,13 @@ def session_stop(cfg: Config, session: str | None, env: Mapping[str, str]) -> di
         block = health.load(cfg, session) if session else {}
 
         if current.get("state") == STARTING:
-            info = StopInfo("start_failed", env.get("SERVICE_RESULT"), env.get("EXIT_CODE"), env.get("EXIT_STATUS"),
-                            "the session never opened (refused by a gate, or ExecStartPre failed): no post-session backup")
+            info = StopInfo(
+                "start_failed",
+                env.get("SERVICE_RESULT"),
+                env.get("EXIT_CODE"),
+                env.get("EXIT_STATUS"),
+                "the session never opened (refused by a gate, or ExecStartPre failed): no post-session backup",
+            )
             log.info("session %s: %s", session, info.detail)
             block["stop"] = info.as_dict()
         else:

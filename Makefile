@@ -1,0 +1,72 @@
+# NEO VPS ops bundle. `make demo` and `make test` set themselves up on a fresh
+# Debian/Ubuntu machine as root: apt packages, the virtualenv, the stand-in image.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+export CONTAINERS_CONF ?= $(CURDIR)/standin/containers.conf
+export NEO_STANDIN_IMAGE ?= localhost/neo-vps-standin:debian12
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap
+
+.PHONY: help deps venv image lint unit ansible-tests molecule test demo bench standin-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: $(STAMPS)/deps ## install podman, runc, debootstrap and friends (apt, as root)
+$(STAMPS)/deps:
+	@mkdir -p $(STAMPS)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install:$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(STAMPS)/venv ## create the pinned virtualenv (.venv)
+$(STAMPS)/venv: requirements.txt constraints.txt
+	@mkdir -p $(STAMPS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	@touch $@
+
+image: deps ## build the stand-in VPS base image (cached)
+	bash standin/build-image.sh
+
+lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
+	$(BIN)/ruff check scripts tests scripts/neo-db scripts/demo-engine
+	$(BIN)/ruff format --check scripts tests scripts/neo-db scripts/demo-engine
+	$(BIN)/mypy
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+
+unit: venv deps ## pytest: neo-db on real SQLite files and processes
+	$(BIN)/pytest -m "not standin and not ansible" -q
+
+ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
+	$(BIN)/pytest -m ansible -q
+
+molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
+	$(BIN)/molecule test
+
+test: lint unit ansible-tests molecule ## every test
+
+demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
+	bash standin/demo.sh
+
+bench: venv ## benchmarks: print measured ratios (BENCH_DB_MB=1024)
+	$(BIN)/python bench/run.py
+
+standin-down: ## remove the neo-vps-local container
+	podman rm -f neo-vps-local >/dev/null 2>&1 || true
+
+clean: standin-down ## remove the virtualenv and stamps
+	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache

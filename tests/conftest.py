@@ -1,0 +1,202 @@
+"""Shared fixtures: a runtime tree with a config, real WAL databases, a real writer process.
+
+The CLI is always run the way systemd runs it: `scripts/neo-db` under the system
+python3, in a subprocess, with the config named by $NEO_DB_CONFIG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+NEO_DB = SCRIPTS / "neo-db"
+DEMO_ENGINE = SCRIPTS / "demo-engine"
+SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+sys.path.insert(0, str(SCRIPTS))
+
+FLAG049 = "DB integrity check failed — session aborted. Run a backup or restore from last known-good backup before continuing."
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Runtime:
+    root: Path
+    config_path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Path:
+        return Path(self.settings["db_path"])
+
+    @property
+    def backups(self) -> Path:
+        return Path(self.settings["backup_dir"])
+
+    @property
+    def exports(self) -> Path:
+        return Path(self.settings["exports_dir"])
+
+    @property
+    def state(self) -> Path:
+        return Path(self.settings["state_dir"])
+
+    def write_config(self, **overrides: Any) -> None:
+        self.settings.update(overrides)
+        self.config_path.write_text(yaml.safe_dump({"db_safeguards": self.settings}))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "JOURNAL_STREAM")}
+        env["NEO_DB_CONFIG"] = str(self.config_path)
+        env.update(extra)
+        return env
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, str(NEO_DB), *args], check=False, capture_output=True, text=True, env=env or self.env(), timeout=timeout
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def stop(self, exit_code: str | None = "exited", exit_status: str | None = "0", result: str = "success") -> Result:
+        extra = {"SERVICE_RESULT": result}
+        if exit_code is not None:
+            extra["EXIT_CODE"] = exit_code
+        if exit_status is not None:
+            extra["EXIT_STATUS"] = exit_status
+        return self.cli("session-stop", env=self.env(**extra))
+
+    def files(self, phase_dir: str, suffix: str = ".db") -> list[Path]:
+        d = self.backups / phase_dir
+        return sorted(p for p in d.iterdir() if p.name.endswith(suffix) and not p.name.startswith(".")) if d.exists() else []
+
+    def health(self, session: str) -> dict[str, Any]:
+        return json.loads((self.exports / "sessions" / session / "db_health.json").read_text())["db_health"]
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Runtime:
+    root = tmp_path / "runtime"
+    (root / "db").mkdir(parents=True)
+    rt = Runtime(root, tmp_path / "db_safeguards.yml")
+    rt.write_config(
+        db_path=str(root / "db" / "neo_live_stage1.db"),
+        backup_dir=str(root / "backups"),
+        exports_dir=str(root / "exports"),
+        state_dir=str(root / "state"),
+    )
+    return rt
+
+
+def make_db(path: Path, rows: int = 200, *, wal: bool = True, checkpoint: bool = True) -> None:
+    """A realistic small NEO-like DB: a table with an index, WAL mode."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS trades (id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, qty INTEGER, note TEXT)")
+    conn.execute("CREATE INDEX IF NOT EXISTS trades_symbol ON trades(symbol)")
+    conn.execute("BEGIN")
+    for i in range(rows):
+        conn.execute("INSERT INTO trades(symbol, qty, note) VALUES (?, ?, ?)", (f"SYM{i % 17}", i, "n" * 200))
+    conn.execute("COMMIT")
+    if checkpoint:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def count_rows(path: Path, table: str = "trades") -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+class Writer:
+    """The demo engine as a real concurrent writer process."""
+
+    def __init__(self, db: Path, seq_log: Path, *, rate: float = 200.0, session: str = "S900", extra: tuple[str, ...] = ()) -> None:
+        env = dict(os.environ, NEO_SESSION_ID=session)
+        self.seq_log = seq_log
+        self.proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(DEMO_ENGINE), "--db", str(db), "--rate", str(rate), "--seq-log", str(seq_log), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "ready" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"demo engine did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+
+    def committed(self) -> list[int]:
+        return [int(x) for x in self.seq_log.read_text().split()] if self.seq_log.exists() else []
+
+    def wait_commits(self, n: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.committed()) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.committed())} commits")
+            time.sleep(0.02)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+@pytest.fixture
+def writer_factory(tmp_path: Path) -> Iterator[Any]:
+    writers: list[Writer] = []
+
+    def start(db: Path, **kw: Any) -> Writer:
+        w = Writer(db, tmp_path / f"seq-{len(writers)}.log", **kw)
+        writers.append(w)
+        return w
+
+    yield start
+    for w in writers:
+        w.close()
+
+
+def seqs_in(path: Path) -> set[int]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT seq FROM ticks")}
+    finally:
+        conn.close()

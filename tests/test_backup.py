@@ -1,0 +1,130 @@
+"""Backups: consistent under a live writer, verified, crash-safe, and honest about a full disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, count_rows, make_db, seqs_in
+
+
+def backup_files(d: Path) -> list[Path]:
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def test_backup_under_a_steady_writer_holds_every_row_committed_before_it_started(runtime: Runtime, writer_factory) -> None:
+    w = writer_factory(runtime.db, rate=0)
+    w.wait_commits(500)
+    committed_before = set(w.committed())
+    r = runtime.cli("backup", "--json")
+    assert r.rc == 0, r.err
+    path = Path(r.json["path"])
+    assert committed_before <= seqs_in(path)
+    assert r.json["manifest"]["integrity_check"] == ["ok"]
+    assert w.proc.poll() is None, "the writer kept running throughout"
+
+
+def test_rows_only_in_the_wal_are_in_the_backup(runtime: Runtime) -> None:
+    make_db(runtime.db, rows=10)
+    conn = sqlite3.connect(runtime.db, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("BEGIN")
+    for i in range(300):
+        conn.execute("INSERT INTO trades(symbol, qty) VALUES ('WAL', ?)", (i,))
+    conn.execute("COMMIT")
+    try:
+        main_file_only = sqlite3.connect(f"file:{runtime.db}?immutable=1", uri=True)
+        assert main_file_only.execute("SELECT count(*) FROM trades").fetchone()[0] == 10, "rows must still be only in the -wal"
+        main_file_only.close()
+        r = runtime.cli("backup", "--json")
+        assert r.rc == 0, r.err
+        assert count_rows(Path(r.json["path"])) == 310
+    finally:
+        conn.close()
+
+
+def test_backup_is_self_contained_and_its_manifest_is_true(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    r = runtime.cli("backup", "--json")
+    path, manifest = Path(r.json["path"]), r.json["manifest"]
+    assert path.read_bytes()[18:20] == b"\x01\x01", "journal_mode=DELETE: readers can open it mode=ro"
+    assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["size"] == path.stat().st_size
+    assert manifest["row_counts"] == {"trades": 200}
+    for key in ("session", "phase", "trigger", "started", "finished", "sqlite_version"):
+        assert key in manifest
+    assert json.loads(path.with_suffix(".json").read_text()) == manifest
+    assert not Path(f"{path}-wal").exists()
+
+
+@pytest.fixture
+def tiny_backup_fs(runtime: Runtime):
+    """backup_dir on a real 64 KiB tmpfs: too small for any backup."""
+    mnt = runtime.root / "backups"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_leaves_no_partial_file_and_does_not_block_the_session(runtime: Runtime, tiny_backup_fs: Path) -> None:
+    make_db(runtime.db, rows=2000)
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert "pre-session backup FAILED (session not blocked)" in r.err
+    pre = tiny_backup_fs / "pre_session"
+    assert backup_files(pre) == [], f"partial files left: {backup_files(pre)}"
+    block = runtime.health("S001")
+    assert block["pre_session_backup"] is None and block["integrity_check"] == "ok"
+    assert any("FAILED" in w for w in block["warnings"])
+
+
+def test_kill_9_during_a_backup_leaves_no_final_name_and_the_next_run_cleans_up(runtime: Runtime) -> None:
+    make_db(runtime.db, rows=150_000)  # ~40 MB: the backup takes long enough to be caught
+    manual = runtime.backups / "manual"
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(NEO_DB), "backup"], env=runtime.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".tmp-") for p in backup_files(manual)):
+        assert time.monotonic() < deadline and proc.poll() is None, "the backup finished before it could be killed"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    left = backup_files(manual)
+    assert left and all(p.name.startswith(".tmp-") for p in left), left
+    r = runtime.cli("backup")
+    assert r.rc == 0, r.err
+    assert "left by an interrupted run" in r.err
+    names = [p.name for p in backup_files(manual)]
+    assert not any(n.startswith(".tmp-") for n in names)
+    assert len([n for n in names if n.endswith(".db")]) == 1
+
+
+def test_a_symlink_planted_as_a_phase_dir_is_not_followed(runtime: Runtime, tmp_path: Path) -> None:
+    make_db(runtime.db)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runtime.backups.mkdir()
+    (runtime.backups / "manual").symlink_to(elsewhere)
+    r = runtime.cli("backup")
+    assert r.rc == 1 and "symlink" in r.err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_live_db_is_never_written_by_a_backup(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    before = (runtime.db.read_bytes(), os.stat(runtime.db).st_mtime_ns)
+    assert runtime.cli("backup").rc == 0
+    assert (runtime.db.read_bytes(), os.stat(runtime.db).st_mtime_ns) == before

@@ -1,0 +1,89 @@
+"""Config: every error names the key, the bad value and what is allowed; exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import Runtime
+
+GOOD = {
+    "db_path": "/opt/neo/runtime/db/neo_live_stage1.db",
+    "backup_dir": "/opt/neo/runtime/backups",
+    "exports_dir": "/opt/neo/runtime/exports",
+    "state_dir": "/opt/neo/runtime/state",
+}
+
+
+def validate(runtime: Runtime, tmp_path: Path, body: object) -> tuple[int, str]:
+    path = tmp_path / "candidate.yml"
+    path.write_text(body if isinstance(body, str) else yaml.safe_dump(body))
+    r = runtime.cli("config", "validate", str(path))
+    assert "Traceback" not in r.err
+    return r.rc, r.err + r.out
+
+
+def test_a_good_config_validates(runtime: Runtime, tmp_path: Path) -> None:
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": GOOD | {"backup_retention_count": 10, "backup_retention_days": 14}})
+    assert rc == 0 and "valid" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"db_path": "db/neo.db"}, ["'db_path'", "'db/neo.db'", "absolute path"]),
+        ({"backup_retention_count": -3}, ["'backup_retention_count'", "-3", "whole number from 1"]),
+        ({"backup_retention_days": 7}, ["'backup_retention_days'", "7", "FLAG-023"]),
+        ({"abnormal_retention_days": "thirty"}, ["'abnormal_retention_days'", "'thirty'"]),
+        ({"integrity_check_on_startup": "yes please"}, ["'integrity_check_on_startup'", "true or false"]),
+        ({"backup_retention_count": True}, ["'backup_retention_count'", "True"]),
+        ({"backup_dir": "/opt/neo/runtime/db/backups"}, ["'backup_dir'", "inside the DB's directory"]),
+        ({"exports_dir": "/opt/neo/runtime/db"}, ["'exports_dir'", "inside the DB's directory"]),
+        ({"backup_retension_days": 20}, ["'backup_retension_days'", "unknown", "did you mean 'backup_retention_days'"]),
+        ({"clean_exit_statuses": [0, 300]}, ["'clean_exit_statuses'", "0 to 255"]),
+        ({"db_path": "/opt/neo/../etc/neo.db"}, ["'db_path'", "'..'"]),
+        ({"session_summary_path": "/opt/neo/summary.json"}, ["'session_summary_path'", "{session}"]),
+    ],
+)
+def test_each_bad_value_is_named_with_what_is_allowed(runtime: Runtime, tmp_path: Path, change: dict, expect: list[str]) -> None:
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": GOOD | change})
+    assert rc == 2
+    for text in expect:
+        assert text in out, f"{text!r} missing from:\n{out}"
+    assert "candidate.yml" in out
+
+
+def test_every_problem_is_reported_at_once(runtime: Runtime, tmp_path: Path) -> None:
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": {"db_path": "x", "backup_retention_count": -1, "nope": 1}})
+    assert rc == 2
+    for key in ("'db_path'", "'backup_retention_count'", "'nope'", "'backup_dir' is missing", "'state_dir' is missing"):
+        assert key in out
+
+
+@pytest.mark.parametrize(
+    ("body", "expect"),
+    [
+        ("db_safeguards: [unclosed", "does not parse at line 1"),
+        ("just a string", "top-level 'db_safeguards:' key"),
+        ("other: 1", "top-level 'db_safeguards:' key"),
+        ("db_safeguards: 5", "must be a mapping"),
+        ("", "top-level 'db_safeguards:' key"),
+    ],
+)
+def test_malformed_documents(runtime: Runtime, tmp_path: Path, body: str, expect: str) -> None:
+    rc, out = validate(runtime, tmp_path, body)
+    assert rc == 2 and expect in out
+
+
+def test_missing_config_says_where_config_comes_from(runtime: Runtime, tmp_path: Path) -> None:
+    r = runtime.cli("check", env=runtime.env(NEO_DB_CONFIG=str(tmp_path / "absent.yml")))
+    assert r.rc == 2
+    assert "absent.yml" in r.err and "--config" in r.err and "NEO_DB_CONFIG" in r.err
+
+
+def test_config_flag_wins_over_the_environment(runtime: Runtime, tmp_path: Path) -> None:
+    r = runtime.cli("--config", str(runtime.config_path), "config", "show", "--json", env=runtime.env(NEO_DB_CONFIG="/nonexistent"))
+    assert r.rc == 0
+    assert r.json["db_safeguards"]["backup_retention_count"] == 10
