@@ -34,7 +34,7 @@ done
 rootfs=$(mktemp -d /var/tmp/neo-standin-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 
-packages=systemd,systemd-sysv,dbus,python3,python3-yaml,python3-apt,sqlite3,logrotate,procps
+packages=systemd,systemd-sysv,dbus,sudo,python3,python3-yaml,python3-apt,sqlite3,logrotate,procps
 echo "debootstrap $suite from $mirror into $rootfs (about a minute)"
 debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
   echo "error: debootstrap failed; last lines of $rootfs.log:" >&2; tail -n 20 "$rootfs.log" >&2; exit 1; }

@@ -26,6 +26,7 @@ SCRIPTS = ROOT / "scripts"
 NEO_DB = SCRIPTS / "neo-db"
 DEMO_ENGINE = SCRIPTS / "demo-engine"
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+sys.dont_write_bytecode = True  # keep scripts/ free of __pycache__: the roles copy it to the VPS
 sys.path.insert(0, str(SCRIPTS))
 
 FLAG049 = "DB integrity check failed — session aborted. Run a backup or restore from last known-good backup before continuing."

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, logs
 from . import config as config_mod
-from .actions import backup, check, health, listing, prune, session
+from .actions import backup, check, health, listing, prune, session, unitverify
 from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
 from .locking import state_lock
 
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
+
+    sp = sub.add_parser("unit-verify", help="check a systemd unit or drop-in file with systemd-analyze (Ansible's validate)")
+    sp.add_argument("path", metavar="FILE")
+    sp.add_argument("--as", dest="unit_name", metavar="NAME", help="the unit's real file name, e.g. neo-engine.service")
+    sp.add_argument("--drop-in-for", metavar="UNIT_FILE", help="FILE is a drop-in for this installed unit file")
 
     cp = sub.add_parser("config", help="validate or show the config")
     csub = cp.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
@@ -203,6 +208,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_unit_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    drop_in = Path(args.drop_in_for) if args.drop_in_for else None
+    problems = unitverify.verify(Path(args.path), args.unit_name, drop_in)
+    if problems:
+        for line in problems:
+            log.error("%s", line)
+        return USAGE
+    print(f"ok: {args.unit_name or args.path} passes systemd-analyze verify")
+    return OK
+
+
 COMMANDS = {
     "check": cmd_check,
     "session-start": cmd_session_start,
@@ -212,6 +230,7 @@ COMMANDS = {
     "list": cmd_list,
     "health": cmd_health,
     "config": cmd_config,
+    "unit-verify": cmd_unit_verify,
 }
 
 
