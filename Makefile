@@ -42,8 +42,8 @@ image: deps ## build the stand-in VPS base image (cached)
 	bash standin/build-image.sh
 
 lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
-	$(BIN)/ruff check scripts tests scripts/neo-db scripts/demo-engine
-	$(BIN)/ruff format --check scripts tests scripts/neo-db scripts/demo-engine
+	$(BIN)/ruff check scripts tests scripts/neo-db scripts/demo-engine scripts/readme-vars
+	$(BIN)/ruff format --check scripts tests scripts/neo-db scripts/demo-engine scripts/readme-vars
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production

@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, catalog, logs
@@ -209,8 +210,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_unit_verify(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     drop_in = Path(args.drop_in_for) if args.drop_in_for else None
     problems = unitverify.verify(Path(args.path), args.unit_name, drop_in)
     if problems:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make demo`: bring up the stand-in VPS neo-vps-local (left running for inspection),
+# provision it with site.yml, run one engine session through the safeguards, and
+# show where the backups and db_health landed. Rerun it: site.yml then reports changed=0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+name=neo-vps-local
+image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/standin/containers.conf}
+export ANSIBLE_CONFIG=$PWD/ansible.cfg
+in_vps() { podman exec "$name" "$@"; }
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+step "stand-in VPS $name ($image)"
+if ! podman container exists "$name"; then
+  podman run -d --name "$name" --hostname "$name" --systemd=always "$image" /sbin/init >/dev/null
+  echo "started $name"
+elif [ "$(podman inspect -f '{{.State.Running}}' "$name")" != true ]; then
+  podman start "$name" >/dev/null
+  echo "restarted $name"
+else
+  echo "$name is already running"
+fi
+for _ in $(seq 1 60); do
+  state=$(in_vps systemctl is-system-running 2>/dev/null || true)
+  case "$state" in running|degraded) break ;; esac
+  sleep 1
+done
+echo "systemd in $name: ${state:-unknown}"
+
+step "ansible-playbook -i inventory/local.yml site.yml"
+ansible-playbook -i inventory/local.yml site.yml
+
+step "one session of the demo engine: systemctl start, 4 s of ticks, systemctl stop"
+in_vps systemctl start neo-engine
+sleep 4
+in_vps systemctl stop neo-engine
+session=$(in_vps sh -c 'sed -n "s/^NEO_SESSION_ID=//p" /opt/neo/runtime/state/session.env')
+in_vps journalctl -u neo-engine -o cat --no-pager -n 40 | grep -E "session|backup|demo-engine" | tail -n 12
+
+step "backups (neo-db list)"
+in_vps neo-db list
+
+step "db_health of $session (neo-db health --session $session)"
+in_vps neo-db health --session "$session"
+
+cat <<TXT
+
+Where things landed, inside $name:
+  backups    /opt/neo/runtime/backups/{pre_session,post_session,abnormal_stop}/
+  db_health  /opt/neo/runtime/exports/sessions/$session/db_health.json (merged into summary.json)
+  config     /etc/neo/db_safeguards.yml
+Look around:  podman exec -it $name bash     Remove it:  make standin-down
+TXT

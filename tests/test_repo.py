@@ -1,0 +1,39 @@
+"""The repository keeps its promises to the next maintainer: docs match roles, roles follow house style."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, SYSTEM_PYTHON
+
+ROLES = sorted(p.parent.parent for p in ROOT.glob("roles/*/meta/argument_specs.yml"))
+
+
+def test_readme_variables_table_matches_the_roles() -> None:
+    generated = subprocess.run([SYSTEM_PYTHON, str(ROOT / "scripts" / "readme-vars")], capture_output=True, text=True, check=True).stdout
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- vars:begin -->")[1].split("<!-- vars:end -->")[0]
+    assert block.strip() == generated.strip(), "README variables table is stale: run scripts/readme-vars --write"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_default_is_specified_and_every_spec_has_a_default_or_is_derived(role: Path) -> None:
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(options), f"{role.name}: defaults and argument_specs differ"
+    assert all(name.startswith(f"{role.name}_") for name in defaults), f"{role.name}: every variable carries the role prefix"
+
+
+@pytest.mark.parametrize("template", sorted(ROOT.glob("roles/*/templates/**/*.j2")), ids=lambda p: p.name)
+def test_templates_start_with_ansible_managed(template: Path) -> None:
+    assert template.read_text().startswith("{{ ansible_managed | comment }}")
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    head = (ROOT / "README.md").read_text().split("## ")[0]
+    assert "make demo" in head and "make test" in head
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
