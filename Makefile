@@ -55,12 +55,12 @@ ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
 	$(BIN)/pytest -m ansible -q
 
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
-	$(BIN)/molecule test
+	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
 test: lint unit ansible-tests molecule ## every test
 
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
-	bash standin/demo.sh
+	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh
 
 bench: venv ## benchmarks: print measured ratios (BENCH_DB_MB=1024)
 	$(BIN)/python bench/run.py
