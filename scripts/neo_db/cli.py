@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, logs
 from . import config as config_mod
-from .actions import backup, check, health, listing, prune, session, unitverify
+from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, unitverify
 from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
 from .locking import state_lock
 
@@ -74,6 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
 
     add("list", "list the backups with phase, session, age, size and verified status")
+
+    sp = add("restore", "put a verified backup back as the live DB (engine stopped); the old files are quarantined")
+    sp.add_argument("backup", metavar="BACKUP", help="a name from 'neo-db list', or its path inside backup_dir")
+    sp.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
+    sp.add_argument("--yes", action="store_true", help="really replace the live DB")
+
+    add("drill", "restore test: restore the newest verified backup of each phase into a temp dir and check it")
+
+    sp = add("diff", "what changed between two copies, e.g. a session's pre and post backups")
+    sp.add_argument("a", metavar="A", nargs="?", help="backup name or path (before)")
+    sp.add_argument("b", metavar="B", nargs="?", help="backup name or path (after)")
+    sp.add_argument("--session", type=_session_arg, metavar="ID", help="diff that session's pre and post backups")
+
+    add("snapshot", "publish a fresh read-only copy for analysts in exports_dir/snapshots (safe while the engine writes)")
+
+    sp = add("confirm", "the pre-first-VPS-run confirmation (FLAG-023 §8): PASS/FAIL per item with evidence")
+    sp.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
 
     sp = add("health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
@@ -189,10 +207,72 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    block = health.show(cfg, args.session)
+    block = dict(health.show(cfg, args.session))
+    block["last_drill"] = drill.last(cfg)
     lines = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(block.items())]
     _emit(args, {"db_health": block}, "\n".join(lines))
     return OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    doc = restore.restore(cfg, args.backup, dry_run=args.dry_run, yes=args.yes)
+    verb = "would restore" if args.dry_run else "restored"
+    text = f"{verb} {doc['backup']} -> {doc['target']}\n  sha256 {doc['sha256']} and integrity_check ok"
+    text += (
+        f"\n  previous files {'to be ' if args.dry_run else ''}quarantined in {doc['quarantine']}"
+        if doc["quarantine"]
+        else "\n  (no live DB to quarantine)"
+    )
+    _emit(args, doc, text)
+    return OK
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    doc = drill.run(cfg)
+    body = [
+        [p, d["result"].upper(), d.get("backup", "-"), listing.human_age(d["age_seconds"]) if "age_seconds" in d else "-", d["detail"]]
+        for p, d in doc["phases"].items()
+    ]
+    _emit(args, doc, listing.table(["PHASE", "RESULT", "NEWEST VERIFIED", "AGE", "DETAIL"], body) + f"\ndrill: {doc['result'].upper()}")
+    return OK if doc["result"] == "pass" else FAILURE
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.session:
+        if args.a or args.b:
+            raise UsageError("give either --session ID or two backups A B, not both")
+        a, b = diff.session_pair(cfg, args.session)
+    elif args.a and args.b:
+        a, b = diff.resolve(cfg, args.a), diff.resolve(cfg, args.b)
+    else:
+        raise UsageError("diff needs two backups A B, or --session ID", hint="'neo-db list' shows the names")
+    doc = diff.diff(a, b)
+    _emit(args, doc, diff.summary(doc))
+    return OK
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    doc = snapshot.take(cfg)
+    _emit(args, doc, f"{doc['path']}\nlatest: {doc['latest']}")
+    return OK
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    items = confirm.run(cfg)
+    host = socket.gethostname()
+    ok = all(i.ok for i in items)
+    if args.markdown:
+        print(confirm.markdown(items, host), end="")
+    else:
+        body = [[("PASS" if i.ok else "FAIL"), i.name, i.evidence[0]] for i in items]
+        text = listing.table(["RESULT", "ITEM", "EVIDENCE"], body) + f"\n\nconfirmation: {'PASS' if ok else 'FAIL'}"
+        _emit(args, {"host": host, "result": "PASS" if ok else "FAIL", "items": [i.as_dict() for i in items]}, text)
+    return OK if ok else FAILURE
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -229,6 +309,11 @@ COMMANDS = {
     "list": cmd_list,
     "health": cmd_health,
     "config": cmd_config,
+    "restore": cmd_restore,
+    "drill": cmd_drill,
+    "diff": cmd_diff,
+    "snapshot": cmd_snapshot,
+    "confirm": cmd_confirm,
     "unit-verify": cmd_unit_verify,
 }
 

@@ -52,6 +52,12 @@ class Config:
     integrity_max_errors: int = 20
     prune_after_session: bool = True
     lock_timeout_seconds: int = 120
+    engine_unit: str = "neo-engine"
+    readers_group: str | None = "neo-readers"
+    snapshot_retention_count: int = 24
+    drill_max_age_days: int = 8
+    unit_dir: Path = Path("/etc/systemd/system")
+    hetzner_fact_path: Path | None = Path("/etc/ansible/facts.d/hetzner_backups.fact")
     source: str = "<defaults>"
 
     @property
@@ -121,6 +127,22 @@ def _session_prefix(value: Any) -> str | None:
     return "1 to 8 letters or '-', starting with a letter, e.g. S"
 
 
+def _unit_name(value: Any) -> str | None:
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9:_.@-]{1,200}", value) and not value.endswith(".service"):
+        return None
+    return "a systemd unit name without .service, e.g. neo-engine"
+
+
+def _group_name(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value)):
+        return None
+    return "null, or a group name such as neo-readers"
+
+
+def _optional_abs_path(value: Any) -> str | None:
+    return None if value is None else (_abs_path(value) and f"null, or {_abs_path(value)}")
+
+
 def _summary_pattern(value: Any) -> str | None:
     if value is None:
         return None
@@ -155,6 +177,12 @@ SCHEMA: dict[str, tuple[Validator, bool]] = {
     "integrity_max_errors": (_int_range(1, 1000), False),
     "prune_after_session": (_bool, False),
     "lock_timeout_seconds": (_int_range(0, 3600), False),
+    "engine_unit": (_unit_name, False),
+    "readers_group": (_group_name, False),
+    "snapshot_retention_count": (_int_range(1, 10000), False),
+    "drill_max_age_days": (_int_range(1, 365), False),
+    "unit_dir": (_abs_path, False),
+    "hetzner_fact_path": (_optional_abs_path, False),
 }
 
 
@@ -217,7 +245,7 @@ def validate(data: Any, source: str) -> Config:
 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("db_path", "backup_dir", "exports_dir", "state_dir"):
+        if key in ("db_path", "backup_dir", "exports_dir", "state_dir", "unit_dir") or (key == "hetzner_fact_path" and value):
             kwargs[key] = Path(os.path.normpath(value))
         elif key == "clean_exit_statuses":
             kwargs[key] = tuple(value)

@@ -9,6 +9,7 @@ lines are plain.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 
@@ -51,6 +52,20 @@ class _TerminalFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"warning: {text}"
         return text
+
+
+def audit(message: str) -> None:
+    """Log an operator action, and make sure it reaches the journal even from a terminal."""
+    logging.getLogger("neo_db.audit").warning("%s", message)
+    if stderr_is_journal() or not os.path.exists("/dev/log"):
+        return
+    try:
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.ident = "neo-db: "
+        handler.emit(logging.LogRecord("neo_db.audit", logging.WARNING, __file__, 0, message, None, None))
+        handler.close()
+    except OSError:
+        pass
 
 
 def setup(verbosity: int = 0, *, dry_run: bool = False) -> None:

@@ -52,7 +52,9 @@ def plan(cfg: Config, entries: list[catalog.Entry], now: dt.datetime) -> list[De
         newest_first = sorted(items, key=lambda e: (e.created, e.base), reverse=True)
         newest_verified = next((e for e in newest_first if e.verified), None)
         for rank, e in enumerate(newest_first):
-            if rank < cfg.backup_retention_count:
+            if e.session == "quarantine":
+                d = Decision(e, True, "a restore quarantine: removed by hand only")
+            elif rank < cfg.backup_retention_count:
                 d = Decision(e, True, f"among the newest {cfg.backup_retention_count} {phase} backups")
             elif e.age_seconds(now) < days * 86400:
                 d = Decision(e, True, f"younger than {days} days")

@@ -1,0 +1,137 @@
+"""`neo-db snapshot`: publish a fresh read-only copy of the live DB for analysts.
+
+Backup API (one step, from a read-only connection: in WAL mode the engine's commits
+go on), then journal_mode=DELETE and integrity_check; written to exports_dir/snapshots/
+mode 0440 in the readers' group, renamed into place, with a `latest` symlink and a
+manifest. An analyst opens it with plain `sqlite3 'file:.../latest?mode=ro'`.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import catalog, fsutil, sqlitedb
+from ..config import Config
+from ..errors import IntegrityError, NeoDbError
+from ..locking import state_lock
+
+log = logging.getLogger(__name__)
+LATEST = "latest"
+
+
+def snapshots_dir(cfg: Config) -> Path:
+    return cfg.exports_dir / "snapshots"
+
+
+def _readers_gid(cfg: Config) -> int | None:
+    if not cfg.readers_group:
+        return None
+    try:
+        return grp.getgrnam(cfg.readers_group).gr_gid
+    except KeyError:
+        return None
+
+
+def _share(cfg: Config, path: Path) -> None:
+    gid = _readers_gid(cfg)
+    if gid is not None and os.stat(path).st_gid != gid:
+        try:
+            os.chown(path, -1, gid)
+        except PermissionError:
+            log.warning("%s is not in group %s (make exports_dir setgid %s)", path, cfg.readers_group, cfg.readers_group)
+    os.chmod(path, 0o440)
+
+
+def take(cfg: Config) -> dict[str, Any]:
+    if not cfg.db_path.is_file():
+        raise NeoDbError(f"no live DB at {cfg.db_path} to snapshot")
+    directory = snapshots_dir(cfg)
+    with state_lock(cfg):
+        fsutil.ensure_real_dir(directory, mode=0o2750)
+        for item in fsutil.iter_entries(directory):
+            if item.name.startswith(fsutil.TMP_PREFIX):
+                fsutil.remove_quietly(Path(item.path))
+        now = catalog.utcnow()
+        stamp = now.strftime(catalog.TS_FORMAT)
+        taken = [_order(Path(e.path))[1] for e in fsutil.iter_entries(directory) if _order(Path(e.path))[0] == stamp]
+        n = max(taken, default=0) + 1  # names only ever increase, even after a prune
+        base = f"{cfg.db_stem}_snapshot_{stamp}" + (f"-{n}" if n > 1 else "")
+        final, manifest_final = directory / f"{base}.db", directory / f"{base}.json"
+        tmp, manifest_tmp = fsutil.tmp_path_for(final), fsutil.tmp_path_for(manifest_final)
+        try:
+            fsutil.create_exclusive(tmp)
+            try:
+                stats = sqlitedb.backup_copy(cfg.db_path, tmp)
+            except sqlitedb.CopyError as exc:
+                raise NeoDbError(f"snapshot copy failed: {exc}") from None
+            integrity = sqlitedb.check_file(tmp, cfg.integrity_max_errors)
+            if integrity != ["ok"]:
+                raise IntegrityError(integrity)
+            conn = sqlitedb.open_readonly(tmp)
+            try:
+                counts = sqlitedb.row_counts(conn)
+            finally:
+                conn.close()
+            fsutil.fsync_file(tmp)
+            manifest = {
+                "file": final.name,
+                "db_path": str(cfg.db_path),
+                "taken": catalog.iso(now),
+                "size": tmp.stat().st_size,
+                "sha256": fsutil.sha256_file(tmp),
+                "pages": stats.pages,
+                "copy_seconds": round(stats.seconds, 3),
+                "integrity_check": integrity,
+                "row_counts": counts,
+                "sqlite_version": sqlitedb.sqlite_version(),
+            }
+            fsutil.write_json_atomic(manifest_tmp, manifest, mode=0o640)
+            _share(cfg, tmp)
+            _share(cfg, manifest_tmp)
+            os.replace(tmp, final)
+            os.replace(manifest_tmp, manifest_final)
+            link_tmp = directory / f"{fsutil.TMP_PREFIX}{LATEST}.{os.getpid()}"
+            os.symlink(final.name, link_tmp)
+            os.replace(link_tmp, directory / LATEST)
+            fsutil.fsync_dir(directory)
+        except BaseException:
+            for p in (tmp, manifest_tmp):
+                fsutil.remove_quietly(p)
+            raise
+        removed = _prune(cfg, directory)
+    log.info(
+        "snapshot %s published (%d bytes, %.1fs copy); %s now points at it", final, manifest["size"], stats.seconds, directory / LATEST
+    )
+    return {"path": str(final), "latest": str(directory / LATEST), "manifest": manifest, "pruned": removed}
+
+
+_SNAP_RE = re.compile(r"_snapshot_(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)(?:-(\d+))?\.db$")
+
+
+def _order(path: Path) -> tuple[str, int]:
+    m = _SNAP_RE.search(path.name)
+    return (m[1], int(m[2] or 1)) if m else ("", 0)
+
+
+def _prune(cfg: Config, directory: Path) -> list[str]:
+    snaps = sorted(
+        (Path(e.path) for e in fsutil.iter_entries(directory) if _SNAP_RE.search(e.name)),
+        key=_order,
+        reverse=True,
+    )
+    keep = set(snaps[: cfg.snapshot_retention_count])
+    latest = directory / LATEST
+    if latest.is_symlink():
+        keep.add(directory / os.readlink(latest))
+    removed = []
+    for p in snaps:
+        if p not in keep:
+            fsutil.remove_quietly(p)
+            fsutil.remove_quietly(p.with_suffix(".json"))
+            removed.append(p.name)
+    return removed

@@ -1,0 +1,268 @@
+"""Operator workflows: restore, drill, diff, snapshot and confirm, on real files and processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import Runtime, count_rows, make_db, seqs_in
+
+
+def start_session(runtime: Runtime) -> Path:
+    assert runtime.cli("session-start").rc == 0
+    [pre] = runtime.files("pre_session")
+    return pre
+
+
+def bad_run(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM trades WHERE id % 2 = 0")
+    conn.execute("UPDATE trades SET qty = -1")
+    conn.close()
+
+
+def live_files(runtime: Runtime) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in runtime.db.parent.iterdir() if not p.name.startswith(".")}
+
+
+# ---- restore ----
+
+
+def test_restore_brings_back_the_pre_session_backup_and_quarantines_the_bad_db(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    pre = start_session(runtime)
+    bad_run(runtime.db)
+    runtime.stop()
+    bad = runtime.db.read_bytes()
+    r = runtime.cli("restore", pre.stem, "--yes", "--json")
+    assert r.rc == 0, r.err
+    assert count_rows(runtime.db) == 200
+    conn = sqlite3.connect(f"file:{runtime.db}?mode=ro", uri=True)
+    assert conn.execute("SELECT count(*) FROM trades WHERE qty = -1").fetchone()[0] == 0
+    conn.close()
+    assert runtime.db.read_bytes()[18:20] == b"\x02\x02", "back in WAL mode"
+    quarantine = Path(r.json["quarantine"])
+    assert (quarantine / "neo_live_stage1.db").read_bytes() == bad, "the replaced DB is kept, byte for byte"
+    assert json.loads((quarantine / "stop.json").read_text())["trigger"] == "restore-quarantine"
+    [record] = list((runtime.exports / "restores").iterdir())
+    assert json.loads(record.read_text())["backup"] == str(pre)
+    assert runtime.cli("check").rc == 0
+    assert "quarantine" in runtime.cli("list").out
+
+
+def test_restore_dry_run_and_a_missing_yes_change_nothing(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    pre = start_session(runtime)
+    runtime.stop()
+    before = live_files(runtime)
+    dry = runtime.cli("restore", pre.name, "--dry-run")
+    assert dry.rc == 0 and "would restore" in dry.out
+    no_yes = runtime.cli("restore", pre.name)
+    assert no_yes.rc == 2 and "--yes" in no_yes.err
+    assert live_files(runtime) == before
+    assert not (runtime.backups / "abnormal_stop").exists() or not list((runtime.backups / "abnormal_stop").iterdir())
+
+
+def test_restore_refuses_a_tampered_backup_and_loses_nothing(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    pre = start_session(runtime)
+    runtime.stop()
+    data = bytearray(pre.read_bytes())
+    data[-100] ^= 0xFF
+    os.chmod(pre, 0o640)
+    pre.write_bytes(bytes(data))
+    before = live_files(runtime)
+    r = runtime.cli("restore", pre.stem, "--yes")
+    assert r.rc == 3 and "does not match the manifest" in r.err
+    assert live_files(runtime) == before
+
+
+@pytest.mark.parametrize(
+    "arg", ["/etc/passwd", "../../etc/passwd", "{backups}/pre_session/../../db/neo_live_stage1.db", "no_such_backup", ""]
+)
+def test_restore_refuses_anything_outside_backup_dir(runtime: Runtime, arg: str) -> None:
+    make_db(runtime.db)
+    start_session(runtime)
+    runtime.stop()
+    before = live_files(runtime)
+    r = runtime.cli("restore", arg.format(backups=runtime.backups), "--yes")
+    assert r.rc == 2, r.err
+    assert "Traceback" not in r.err
+    assert live_files(runtime) == before
+
+
+def test_restore_refuses_a_symlink_planted_in_the_backup_dir(runtime: Runtime, tmp_path: Path) -> None:
+    make_db(runtime.db)
+    pre = start_session(runtime)
+    runtime.stop()
+    evil = tmp_path / "evil.db"
+    make_db(evil, rows=1, wal=False)
+    link = pre.with_name(pre.name.replace("_S001_", "_S002_"))
+    link.symlink_to(evil)
+    before = live_files(runtime)
+    r = runtime.cli("restore", str(link), "--yes")
+    assert r.rc == 2 and "not a backup inside backup_dir" in r.err
+    assert live_files(runtime) == before
+
+
+def test_restore_refuses_while_the_engine_holds_the_db(runtime: Runtime, writer_factory) -> None:
+    make_db(runtime.db)
+    pre = start_session(runtime)
+    runtime.stop()
+    w = writer_factory(runtime.db, rate=50)
+    w.wait_commits(5)
+    r = runtime.cli("restore", pre.stem, "--yes")
+    assert r.rc == 5 and f"PID {w.proc.pid}" in r.err
+    w.wait_commits(len(w.committed()) + 5)
+    assert w.proc.poll() is None
+    assert set(w.committed()) <= seqs_in(runtime.db) | set(w.committed()[-1:]), "the engine's DB was not replaced"
+    assert pre.exists()
+
+
+# ---- drill ----
+
+
+def test_drill_restores_each_phase_and_catches_a_damaged_backup(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    start_session(runtime)
+    runtime.stop()
+    r = runtime.cli("drill", "--json")
+    assert r.rc == 0, r.err
+    assert r.json["phases"]["pre"]["result"] == "pass" and r.json["phases"]["post"]["result"] == "pass"
+    assert r.json["phases"]["abnormal"]["result"] == "none"
+    [post] = runtime.files("post_session")
+    os.chmod(post, 0o640)
+    with open(post, "r+b") as fh:
+        fh.seek(-50, 2)
+        fh.write(b"\xff" * 10)
+    r = runtime.cli("drill", "--json")
+    assert r.rc == 1 and r.json["phases"]["post"]["result"] == "fail"
+    assert "sha256" in r.json["phases"]["post"]["detail"]
+    assert runtime.cli("health", "--json").json["db_health"]["last_drill"]["result"] == "fail"
+
+
+# ---- diff ----
+
+
+def test_diff_reports_exactly_what_a_scripted_session_changed(runtime: Runtime) -> None:
+    make_db(runtime.db, rows=100)
+    start_session(runtime)
+    conn = sqlite3.connect(runtime.db, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO trades(symbol, qty) VALUES (?, ?)", [("NEW", i) for i in range(7)])
+    conn.execute("DELETE FROM trades WHERE id IN (1, 2, 3)")
+    conn.execute("UPDATE trades SET qty = qty + 1000 WHERE id IN (10, 11, 12, 13, 14)")
+    conn.execute("CREATE TABLE fills (fill_id TEXT PRIMARY KEY, px REAL)")
+    conn.execute("INSERT INTO fills VALUES ('f1', 1.5), ('f2', 2.5)")
+    conn.execute("CREATE INDEX trades_qty ON trades(qty)")
+    conn.execute("COMMIT")
+    conn.close()
+    runtime.stop()
+    r = runtime.cli("diff", "--session", "S001", "--json")
+    assert r.rc == 0, r.err
+    t = r.json["tables"]["trades"]
+    assert (t["rows_before"], t["rows_after"], t["inserted"], t["deleted"], t["updated"]) == (100, 104, 7, 3, 5)
+    assert r.json["tables_added"] == {"fills": 2}
+    assert r.json["objects_added"] == ["trades_qty"]
+    text = runtime.cli("diff", "--session", "S001").out
+    assert "+ table fills (2 rows)" in text and "trades" in text
+
+
+def test_diff_refuses_the_live_db(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    pre = start_session(runtime)
+    r = runtime.cli("diff", str(pre), str(runtime.db))
+    assert r.rc == 2 and "live DB" in r.err
+
+
+# ---- snapshot ----
+
+
+def test_snapshot_under_a_steady_writer_is_consistent_and_readable(runtime: Runtime, writer_factory) -> None:
+    w = writer_factory(runtime.db, rate=0)
+    w.wait_commits(300)
+    before = set(w.committed())
+    r = runtime.cli("snapshot", "--json")
+    assert r.rc == 0, r.err
+    latest = Path(r.json["latest"])
+    assert latest.is_symlink() and latest.resolve() == Path(r.json["path"])
+    assert stat.S_IMODE(latest.resolve().stat().st_mode) == 0o440
+    assert r.json["manifest"]["integrity_check"] == ["ok"]
+    assert before <= seqs_in(latest)
+    w.wait_commits(len(w.committed()) + 50)
+    assert w.proc.poll() is None, "the writer kept committing"
+    reader = sqlite3.connect(f"file:{latest}?mode=ro", uri=True)
+    assert reader.execute("SELECT count(*) FROM ticks").fetchone()[0] >= len(before)
+    reader.close()
+
+
+def test_old_snapshots_are_pruned_but_latest_is_kept(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    runtime.write_config(snapshot_retention_count=2)
+    paths = [runtime.cli("snapshot", "--json").json["path"] for _ in range(4)]
+    left = sorted(p.name for p in (runtime.exports / "snapshots").glob("*.db"))
+    assert left == sorted(Path(p).name for p in paths[-2:])
+
+
+# ---- confirm ----
+
+
+@pytest.fixture
+def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
+    units = tmp_path / "units"
+    (units / "neo-engine.service.d").mkdir(parents=True)
+    (units / "neo-engine.service").write_text("[Service]\nExecStart=/opt/neo/engine\n")
+    (units / "neo-engine.service.d" / "10-safeguards.conf").write_text(
+        "[Service]\nUser=root\nExecStartPre=/usr/local/bin/neo-db session-start\nExecStopPost=/usr/local/bin/neo-db session-stop\n"
+    )
+    fact = tmp_path / "hetzner_backups.fact"
+    fact.write_text("[backups]\nserver=neo-live-1\nenabled=true\nbackup_window=22-02\n")
+    runtime.write_config(unit_dir=str(units), hetzner_fact_path=str(fact))
+    for d in ("", "pre_session", "post_session", "abnormal_stop", "manual"):  # as the neo_runtime role makes them
+        (runtime.backups / d).mkdir(exist_ok=True)
+        (runtime.backups / d).chmod(0o750)
+    make_db(runtime.db)
+    start_session(runtime)
+    runtime.stop()
+    assert runtime.cli("drill").rc == 0
+    return runtime
+
+
+def test_confirm_passes_when_everything_is_wired(provisioned: Runtime) -> None:
+    r = provisioned.cli("confirm", "--json")
+    assert r.rc == 0, r.out
+    assert {i["item"]: i["result"] for i in r.json["items"]} == {
+        "integrity checks are wired": "PASS",
+        "pre/post-session backups are wired": "PASS",
+        "backup paths are verified": "PASS",
+        "retention is defined": "PASS",
+        "Hetzner backups are on": "PASS",
+        "the last restore drill passed": "PASS",
+    }
+    md = provisioned.cli("confirm", "--markdown").out
+    assert md.startswith("# Pre-first-VPS-run confirmation") and "Overall: **PASS**" in md
+
+
+def test_confirm_fails_when_a_hook_is_missing(provisioned: Runtime) -> None:
+    dropin = Path(provisioned.settings["unit_dir"]) / "neo-engine.service.d" / "10-safeguards.conf"
+    dropin.write_text(dropin.read_text().replace("ExecStopPost=/usr/local/bin/neo-db session-stop\n", ""))
+    r = provisioned.cli("confirm", "--json")
+    assert r.rc == 1
+    results = {i["item"]: i for i in r.json["items"]}
+    assert results["pre/post-session backups are wired"]["result"] == "FAIL"
+    assert "ExecStopPost" in results["pre/post-session backups are wired"]["evidence"][0]
+    assert results["integrity checks are wired"]["result"] == "PASS"
+
+
+def test_confirm_fails_without_hetzner_backups_or_a_drill(provisioned: Runtime) -> None:
+    Path(provisioned.settings["hetzner_fact_path"]).write_text("[backups]\nenabled=false\nbackup_window=\n")
+    (provisioned.state / "last_drill.json").unlink()
+    r = provisioned.cli("confirm", "--json")
+    results = {i["item"]: i["result"] for i in r.json["items"]}
+    assert r.rc == 1
+    assert results["Hetzner backups are on"] == "FAIL" and results["the last restore drill passed"] == "FAIL"
