@@ -15,7 +15,14 @@ log=$(mktemp)
 "$python" tests/fake_hetzner/server.py --port 0 --port-file "$port_file" --token fake-standin-token \
   --server neo-vps-local --server neo-vps-molecule "${state_args[@]}" >"$log" 2>&1 &
 fake=$!
-trap 'kill "$fake" 2>/dev/null; wait "$fake" 2>/dev/null; rm -f "$port_file" "$log"' EXIT
+cleanup() {
+  local status=$?  # the command's status, not the fake's (which dies by SIGTERM here)
+  kill "$fake" 2>/dev/null || true
+  wait "$fake" 2>/dev/null || true
+  rm -f "$port_file" "$log"
+  exit "$status"
+}
+trap cleanup EXIT
 for _ in $(seq 1 50); do [ -s "$port_file" ] && break; sleep 0.1; done
 [ -s "$port_file" ] || { echo "error: the fake Hetzner API did not start:" >&2; cat "$log" >&2; exit 1; }
 export HCLOUD_ENDPOINT="http://127.0.0.1:$(cat "$port_file")/v1" HCLOUD_TOKEN=fake-standin-token
