@@ -35,15 +35,16 @@ venv: $(STAMPS)/venv ## create the pinned virtualenv (.venv)
 $(STAMPS)/venv: requirements.txt constraints.txt
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import ansible, molecule, pytest, yaml, requests"
 	@touch $@
 
 image: deps ## build the stand-in VPS base image (cached)
 	bash standin/build-image.sh
 
 lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
-	$(BIN)/ruff check scripts tests scripts/neo-db scripts/demo-engine scripts/readme-vars
-	$(BIN)/ruff format --check scripts tests scripts/neo-db scripts/demo-engine scripts/readme-vars
+	$(BIN)/ruff check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
+	$(BIN)/ruff format --check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
@@ -62,7 +63,8 @@ test: lint unit ansible-tests molecule ## every test
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh
 
-bench: venv ## benchmarks: print measured ratios (BENCH_DB_MB=1024)
+bench: venv image ## benchmarks: measured ratios, bench/results.json and .png (BENCH_DB_MB=1024)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt 2>&1 | grep -v "is ignored" || true
 	$(BIN)/python bench/run.py
 
 standin-down: ## remove the neo-vps-local container

@@ -37,3 +37,16 @@ def test_readme_starts_with_the_two_commands() -> None:
     head = (ROOT / "README.md").read_text().split("## ")[0]
     assert "make demo" in head and "make test" in head
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_installed_package_zip_is_reproducible_and_runs(tmp_path: Path) -> None:
+    build = ROOT / "scripts" / "build-pyz"
+    subprocess.run([SYSTEM_PYTHON, str(build), str(tmp_path / "a" / "neo_db.pyz")], check=True, capture_output=True)
+    subprocess.run([SYSTEM_PYTHON, str(build), str(tmp_path / "b" / "neo_db.pyz")], check=True, capture_output=True)
+    assert (tmp_path / "a" / "neo_db.pyz").read_bytes() == (tmp_path / "b" / "neo_db.pyz").read_bytes()
+    launcher = tmp_path / "a" / "neo-db"
+    launcher.write_bytes((ROOT / "scripts" / "neo-db").read_bytes())
+    launcher.chmod(0o755)
+    out = subprocess.run([str(launcher), "--version"], check=True, capture_output=True, text=True).stdout
+    assert out.startswith("neo-db ")
+    assert not (tmp_path / "a" / "neo_db").exists(), "the launcher ran the package from the zip"

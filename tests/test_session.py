@@ -196,3 +196,27 @@ def test_first_run_without_a_db_is_allowed_only_once(runtime: Runtime) -> None:
 def test_session_stop_with_nothing_open_is_a_no_op(runtime: Runtime) -> None:
     r = runtime.stop()
     assert r.rc == 0 and "nothing to do" in r.err
+
+
+def test_the_pre_backup_is_proven_by_comparison_with_the_checked_live_db(runtime: Runtime) -> None:
+    make_db(runtime.db, rows=3000)
+    assert runtime.cli("session-start").rc == 0
+    [pre] = runtime.files("pre_session")
+    manifest = json.loads(pre.with_suffix(".json").read_text())
+    assert manifest["verified_by"].startswith("integrity_check of the live DB, and a page-by-page comparison")
+    assert manifest["integrity_check"] == ["ok"] and manifest["row_counts"] == {"trades": 3000}
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{pre}?mode=ro", uri=True)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok", "the comparison's claim holds: the copy checks ok itself"
+    conn.close()
+
+
+def test_after_a_crash_with_a_hot_wal_the_copy_itself_is_checked(runtime: Runtime, writer_factory) -> None:
+    make_db(runtime.db)
+    w = writer_factory(runtime.db, rate=0)
+    w.wait_commits(100)
+    w.kill(signal.SIGKILL)
+    assert runtime.cli("session-start").rc == 0
+    [pre] = runtime.files("pre_session")
+    assert json.loads(pre.with_suffix(".json").read_text())["verified_by"] == "integrity_check of the copy"

@@ -238,7 +238,7 @@ def validate(data: Any, source: str) -> Config:
                 problems.append(
                     f"key '{key}': value {_show(other)} is inside the DB's directory {db_dir!r}; "
                     f"expected a directory outside it, so copies never sit beside the live DB "
-                    f"(e.g. {os.path.join(os.path.dirname(db_dir), key.split('_')[0] + 's')!r})"
+                    f"(e.g. {os.path.join(os.path.dirname(db_dir), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
                 )
     if problems:
         raise ConfigError(source, problems)
@@ -264,6 +264,7 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(
             source,
             [f"the file does not exist; pass --config PATH, set ${ENV_CONFIG}, or create {DEFAULT_CONFIG_PATH}"],
+            hint="on the VPS the safeguards role writes it: ansible-playbook site.yml --tags safeguards",
         ) from None
     except IsADirectoryError:
         raise ConfigError(source, ["this is a directory; name the YAML file"]) from None

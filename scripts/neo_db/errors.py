@@ -38,11 +38,11 @@ class UsageError(NeoDbError):
 class ConfigError(UsageError):
     """One or more config problems; each names the file, the key, the value and what is allowed."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: list[str], hint: str | None = None) -> None:
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(
             f"invalid config {path}:\n{lines}",
-            hint=f"fix the keys above under 'db_safeguards:' in {path}, then run 'neo-db config validate {path}'",
+            hint=hint or f"fix the keys above under 'db_safeguards:' in {path}, then run 'neo-db config validate {path}'",
         )
         self.path = path
         self.problems = problems

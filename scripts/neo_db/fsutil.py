@@ -159,13 +159,14 @@ def ensure_real_dir(path: Path, mode: int = 0o750) -> None:
         raise NotADirectoryError(f"{path} exists but is not a directory")
 
 
-def iter_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
-    """Entries of a directory, skipping (and reporting) symlinks, which are never followed."""
+def iter_entries(directory: Path, expected_links: frozenset[str] = frozenset()) -> Iterator[os.DirEntry[str]]:
+    """Entries of a directory, skipping symlinks, which are never followed (and reported, unless expected)."""
     try:
         with os.scandir(directory) as it:
             for entry in it:
                 if entry.is_symlink():
-                    log.warning("ignoring symlink %s (backup dirs hold real files only; remove it)", entry.path)
+                    if entry.name not in expected_links:
+                        log.warning("ignoring symlink %s (backup dirs hold real files only; remove it)", entry.path)
                     continue
                 yield entry
     except FileNotFoundError:

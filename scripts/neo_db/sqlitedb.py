@@ -140,6 +140,37 @@ def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+def same_pages(copy: Path, source: Path, chunk: int = 4 << 20) -> bool:
+    """True if a backup-API copy holds exactly the source file's pages.
+
+    Only header fields a backup rewrites may differ (bytes 18-19 journal mode, 24-27
+    change counter, 40-43 schema cookie, 92-99 version-valid-for and library version). Meaningful only for a
+    source whose -wal holds no frames and that nobody writes while it is read.
+    """
+    try:
+        if copy.stat().st_size != source.stat().st_size:
+            return False
+        with open(copy, "rb") as a, open(source, "rb") as b:
+            ha, hb = a.read(100), b.read(100)
+            if (ha[0:18], ha[20:24], ha[28:40], ha[44:92]) != (hb[0:18], hb[20:24], hb[28:40], hb[44:92]):
+                return False
+            while True:
+                ca, cb = a.read(chunk), b.read(chunk)
+                if ca != cb:
+                    return False
+                if not ca:
+                    return True
+    except OSError:
+        return False
+
+
+def wal_is_empty(db_path: Path) -> bool:
+    try:
+        return Path(f"{db_path}-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
 _SOURCE_ERRORS = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE"}
 
 

@@ -14,6 +14,7 @@ State lives in state_dir:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, fsutil
+from .. import catalog, fsutil, sqlitedb
 from ..config import Config
 from ..errors import GateError, IntegrityError, NeoDbError
 from ..locking import state_lock
@@ -234,25 +235,37 @@ def _integrity_and_pre_backup(
             report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
         return
     t0 = time.monotonic()
-    try:
-        result = backup.take_backup(cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup)
-    except backup.BackupNotIntact as exc:
-        report.integrity_check = exc.errors
-        raise IntegrityError(exc.errors) from None
-    except backup.BackupFailed as exc:
-        if exc.source_corrupt:
-            report.integrity_check = [exc.message]
-            raise IntegrityError([exc.message]) from None
-        warning = f"pre-session backup FAILED (session not blocked): {exc.message}"
-        log.warning("%s", warning)
-        block["warnings"].append(warning)
-        block["pre_session_backup"] = None
-        block["pre_session_backup_error"] = exc.message
-        if cfg.integrity_check_on_startup:
-            check.gate_integrity(cfg, report)
-        else:
-            report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
-        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        # Nothing else holds the DB (gate 2): with an empty -wal, check the live DB on the
+        # other core while this one copies it; the copy is then proven by comparison.
+        source_check = None
+        if cfg.integrity_check_on_startup and sqlitedb.wal_is_empty(cfg.db_path):
+            source_check = pool.submit(sqlitedb.check_file, cfg.db_path, cfg.integrity_max_errors)
+        try:
+            result = backup.take_backup(
+                cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup, source_check=source_check
+            )
+        except backup.BackupNotIntact as exc:
+            report.integrity_check = exc.errors
+            raise IntegrityError(exc.errors) from None
+        except backup.BackupFailed as exc:
+            if exc.source_corrupt:
+                report.integrity_check = [exc.message]
+                raise IntegrityError([exc.message]) from None
+            warning = f"pre-session backup FAILED (session not blocked): {exc.message}"
+            log.warning("%s", warning)
+            block["warnings"].append(warning)
+            block["pre_session_backup"] = None
+            block["pre_session_backup_error"] = exc.message
+            if source_check is not None:
+                report.integrity_check = source_check.result()
+                if report.integrity_check != ["ok"]:
+                    raise IntegrityError(report.integrity_check) from None
+            elif cfg.integrity_check_on_startup:
+                check.gate_integrity(cfg, report)
+            else:
+                report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
+            return
     timings["pre_backup_seconds"] = round(time.monotonic() - t0, 3)
     report.integrity_check = (
         result.manifest["integrity_check"] if cfg.integrity_check_on_startup else ["skipped (integrity_check_on_startup: false)"]

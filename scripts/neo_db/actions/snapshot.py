@@ -53,12 +53,12 @@ def take(cfg: Config) -> dict[str, Any]:
     directory = snapshots_dir(cfg)
     with state_lock(cfg):
         fsutil.ensure_real_dir(directory, mode=0o2750)
-        for item in fsutil.iter_entries(directory):
+        for item in fsutil.iter_entries(directory, frozenset({LATEST})):
             if item.name.startswith(fsutil.TMP_PREFIX):
                 fsutil.remove_quietly(Path(item.path))
         now = catalog.utcnow()
         stamp = now.strftime(catalog.TS_FORMAT)
-        taken = [_order(Path(e.path))[1] for e in fsutil.iter_entries(directory) if _order(Path(e.path))[0] == stamp]
+        taken = [_order(Path(e.path))[1] for e in fsutil.iter_entries(directory, frozenset({LATEST})) if _order(Path(e.path))[0] == stamp]
         n = max(taken, default=0) + 1  # names only ever increase, even after a prune
         base = f"{cfg.db_stem}_snapshot_{stamp}" + (f"-{n}" if n > 1 else "")
         final, manifest_final = directory / f"{base}.db", directory / f"{base}.json"
@@ -120,7 +120,7 @@ def _order(path: Path) -> tuple[str, int]:
 
 def _prune(cfg: Config, directory: Path) -> list[str]:
     snaps = sorted(
-        (Path(e.path) for e in fsutil.iter_entries(directory) if _SNAP_RE.search(e.name)),
+        (Path(e.path) for e in fsutil.iter_entries(directory, frozenset({LATEST})) if _SNAP_RE.search(e.name)),
         key=_order,
         reverse=True,
     )

@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""`make bench`: what the safeguards cost, measured side by side on this machine, as ratios.
+
+Absolute seconds on shared machines are noise; every number here is compared with a
+reference measured in the same run. Writes bench/results.json and bench/results.png.
+
+  BENCH_DB_MB=1024      size of the main test DB (MiB)
+  BENCH_SIZES=64,256    extra sizes for the scaling measurement (the main size is added)
+  BENCH_REPEAT=3        runs per timed command (the median is reported)
+  BENCH_SKIP_PROVISION=1  skip the stand-in provisioning measurement
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NEO_DB = ROOT / "scripts" / "neo-db"
+SYS_PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+WORK = Path(os.environ.get("BENCH_WORK", "/var/tmp/neo-bench"))
+MAIN_MB = int(os.environ.get("BENCH_DB_MB", "1024"))
+SIZES = sorted({*(int(x) for x in os.environ.get("BENCH_SIZES", "64,256").split(",") if x), MAIN_MB})
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+results: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "sqlite": sqlite3.sqlite_version}, "db_mb": MAIN_MB}
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, before: Any = None) -> float:
+    """Median wall time of REPEAT runs; `before` resets state between runs (not timed)."""
+    runs = []
+    for _ in range(REPEAT):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
+def make_db(path: Path, mb: int) -> None:
+    """A WAL DB shaped like the engine's: ticks with two indexes, orders with one, positions."""
+    if path.exists() and path.with_suffix(".ok").exists():
+        return
+    say(f"  building a {mb} MiB WAL database at {path} ...")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for p in path.parent.glob(path.name + "*"):
+        p.unlink()
+    rnd = random.Random(7)
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=OFF")
+    c.executescript("""
+        CREATE TABLE ticks (seq INTEGER PRIMARY KEY, session TEXT, ts REAL, sym TEXT, px REAL, qty INTEGER, payload TEXT);
+        CREATE INDEX ticks_sym_ts ON ticks(sym, ts);
+        CREATE INDEX ticks_session ON ticks(session);
+        CREATE TABLE orders (id INTEGER PRIMARY KEY, sym TEXT, side TEXT, px REAL, qty INTEGER, status TEXT);
+        CREATE INDEX orders_sym ON orders(sym, status);
+        CREATE TABLE positions (sym TEXT PRIMARY KEY, qty INTEGER, updated REAL);
+    """)
+    seq = 0
+    while (path.stat().st_size + Path(f"{path}-wal").stat().st_size) < mb << 20:
+        c.execute("BEGIN")
+        c.executemany(
+            "INSERT INTO ticks VALUES (?,?,?,?,?,?,?)",
+            [(seq + j, f"S{(seq + j) // 100000:03d}", (seq + j) * 0.01, f"SYM{rnd.randrange(300)}", rnd.random() * 100,
+              rnd.randrange(1000), rnd.randbytes(24).hex()) for j in range(20000)],
+        )  # fmt: skip
+        c.executemany(
+            "INSERT INTO orders(sym, side, px, qty, status) VALUES (?,?,?,?,?)",
+            [
+                (f"SYM{rnd.randrange(300)}", rnd.choice("BS"), rnd.random() * 100, rnd.randrange(100), rnd.choice(["open", "filled"]))
+                for _ in range(2000)
+            ],
+        )
+        c.execute("COMMIT")
+        seq += 20000
+    c.execute("INSERT OR REPLACE INTO positions SELECT sym, sum(qty), max(ts) FROM ticks GROUP BY sym")
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    path.with_suffix(".ok").write_text("ok\n")
+
+
+def runtime_for(db: Path) -> tuple[dict[str, str], Any]:
+    rt = db.parent.parent / f"rt-{db.stem}"
+    cfg = rt / "db_safeguards.yml"
+    rt.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(
+        "db_safeguards:\n"
+        f"  db_path: {db}\n  backup_dir: {rt}/backups\n  exports_dir: {rt}/exports\n  state_dir: {rt}/state\n"
+        "  readers_group: null\n  prune_after_session: false\n"
+    )
+
+    def reset() -> None:
+        for d in ("backups", "exports", "state"):
+            shutil.rmtree(rt / d, ignore_errors=True)
+
+    return {**os.environ, "NEO_DB_CONFIG": str(cfg)}, reset
+
+
+def gate_times(db: Path) -> dict[str, float]:
+    env, reset = runtime_for(db)
+    copy = WORK / "copy.db"
+
+    def clean_copy() -> None:
+        copy.unlink(missing_ok=True)
+
+    ours = timed([SYS_PY, str(NEO_DB), "-q", "session-start"], env, reset)
+    hand = timed(
+        ["sh", "-c", f'sqlite3 {db} "PRAGMA integrity_check;" | grep -qx ok && sqlite3 {db} ".backup {copy}" '
+                     f'&& sqlite3 {copy} "PRAGMA integrity_check;" | grep -qx ok'],
+        before=clean_copy,
+    )  # fmt: skip
+    cp = timed(["cp", str(db), str(copy)], before=clean_copy)
+    clean_copy()
+    reset()
+    return {"neo_db_session_start": ours, "hand_scripted": hand, "cp": cp}
+
+
+WRITER = r"""
+import sqlite3, sys, time
+db, out, stop_file = sys.argv[1], sys.argv[2], sys.argv[3]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=WAL"); c.execute("PRAGMA synchronous=NORMAL")
+import os
+with open(out, "w") as f:
+    i = 0
+    while not os.path.exists(stop_file):
+        t0 = time.perf_counter()
+        c.execute("BEGIN IMMEDIATE")
+        c.execute("INSERT INTO positions(sym, qty, updated) VALUES (?, 1, ?) ON CONFLICT(sym) DO UPDATE SET qty = qty + 1, updated = excluded.updated", (f"W{i % 50}", t0))
+        c.execute("COMMIT")
+        t1 = time.perf_counter()
+        f.write(f"{time.time():.6f} {t1 - t0:.6f}\n")
+        i += 1
+        time.sleep(max(0.0, 0.005 - (time.perf_counter() - t0)))
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def snapshot_impact(db: Path) -> dict[str, Any]:
+    env, reset = runtime_for(db)
+    reset()
+    lat, stop = WORK / "latencies.txt", WORK / "writer.stop"
+    stop.unlink(missing_ok=True)
+    wal = Path(f"{db}-wal")
+    writer = subprocess.Popen([SYS_PY, "-c", WRITER, str(db), str(lat), str(stop)])
+    try:
+        time.sleep(6)  # baseline
+        wal_before = wal.stat().st_size if wal.exists() else 0
+        s0 = time.time()
+        t0 = time.perf_counter()
+        subprocess.run([SYS_PY, str(NEO_DB), "-q", "snapshot"], check=True, env=env, stdout=subprocess.DEVNULL)
+        snap_seconds = time.perf_counter() - t0
+        s1 = time.time()
+        wal_after = wal.stat().st_size if wal.exists() else 0
+        time.sleep(1)
+    finally:
+        stop.write_text("stop")
+        writer.wait(timeout=30)
+        stop.unlink(missing_ok=True)
+    rows = [tuple(map(float, line.split())) for line in lat.read_text().splitlines()]
+    base = [d for t, d in rows if t < s0 - 0.5]
+    during = [d for t, d in rows if s0 <= t <= s1]
+    copy = WORK / "copy.db"
+    t0 = time.perf_counter()
+    shutil.copyfile(db, copy)
+    cp_seconds = time.perf_counter() - t0
+    copy.unlink()
+    # The writer's commits went to the WAL: checkpoint them so later measurements start clean.
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    reset()
+    return {
+        "commits_baseline": len(base),
+        "commits_during_snapshot": len(during),
+        "p50_ratio": pct(during, 0.5) / pct(base, 0.5),
+        "p99_ratio": pct(during, 0.99) / pct(base, 0.99),
+        "p50_ms": [round(pct(base, 0.5) * 1e3, 3), round(pct(during, 0.5) * 1e3, 3)],
+        "p99_ms": [round(pct(base, 0.99) * 1e3, 3), round(pct(during, 0.99) * 1e3, 3)],
+        "snapshot_seconds_over_cp": snap_seconds / cp_seconds,
+        "wal_growth_bytes": wal_after - wal_before,
+    }
+
+
+def retention_at_scale() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sample = WORK / "tiny.db"
+    sample.unlink(missing_ok=True)
+    c = sqlite3.connect(sample)
+    c.execute("CREATE TABLE t(x)")
+    c.commit()
+    c.close()
+    for n in (1000, 10000):
+        db = WORK / f"scale{n}" / "db" / "neo_live_stage1.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample, db)
+        env, reset = runtime_for(db)
+        reset()
+        (Path(env["NEO_DB_CONFIG"]).parent / "backups").mkdir()
+        subprocess.run(
+            [SYS_PY, str(NEO_DB), "-q", "backup", "--phase", "pre", "--session", "S000"], check=True, env=env, stdout=subprocess.DEVNULL
+        )
+        [seed] = list((Path(env["NEO_DB_CONFIG"]).parent / "backups" / "pre_session").glob("*.db"))
+        manifest = seed.with_suffix(".json").read_text()
+        start = time.time() - 400 * 86400
+        for i in range(n):
+            phase, sub = ("pre", "pre_session") if i % 2 == 0 else ("post", "post_session")
+            ts = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(start + i * 600))
+            d = seed.parent.parent / sub
+            d.mkdir(exist_ok=True)
+            name = f"neo_live_stage1_{phase}_S{i // 2 + 1:05d}_{ts}"
+            shutil.copyfile(seed, d / f"{name}.db")
+            (d / f"{name}.json").write_text(manifest)
+        seed.unlink()
+        seed.with_suffix(".json").unlink()
+        out[str(n)] = {
+            "list": timed([SYS_PY, str(NEO_DB), "-q", "list", "--json"], env),
+            "prune_dry_run": timed([SYS_PY, str(NEO_DB), "-q", "prune", "--dry-run", "--json"], env),
+        }
+        reset()
+        shutil.rmtree(db.parent.parent, ignore_errors=True)
+    out["list_ratio_10k_1k"] = out["10000"]["list"] / out["1000"]["list"]
+    out["prune_ratio_10k_1k"] = out["10000"]["prune_dry_run"] / out["1000"]["prune_dry_run"]
+    return out
+
+
+def provisioning() -> dict[str, Any] | None:
+    if os.environ.get("BENCH_SKIP_PROVISION") == "1" or not shutil.which("podman"):
+        return None
+    name = "neo-vps-bench"
+    image = os.environ.get("NEO_STANDIN_IMAGE", "localhost/neo-vps-standin:debian12")
+    inv = WORK / "bench-inventory.yml"
+    inv.write_text(
+        f"neo_vps:\n  hosts:\n    {name}:\n      ansible_connection: containers.podman.podman\n"
+        "      ansible_python_interpreter: /usr/bin/python3\n      hetzner_backups_server_name: neo-vps-local\n"
+    )
+    subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
+    subprocess.run(["podman", "run", "-d", "--name", name, "--systemd=always", image, "/sbin/init"], check=True, capture_output=True)
+    try:
+        for _ in range(60):
+            state = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"], capture_output=True, text=True, check=False)
+            if state.stdout.strip() in ("running", "degraded"):
+                break
+            time.sleep(1)
+        cmd = [
+            str(ROOT / "standin" / "with-fake-hetzner.sh"),
+            "--",
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inv),
+            str(ROOT / "site.yml"),
+        ]
+        runs = []
+        for label in ("converge", "rerun"):
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=True, env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+            )
+            runs.append((label, time.perf_counter() - t0, proc.stdout))
+        recap = re.search(r"changed=(\d+)", runs[1][2].split("PLAY RECAP")[-1])
+        tasks = len(re.findall(r"^TASK \[", runs[1][2], re.M))
+        slow = re.findall(r"^(.+?) -+ (\d+\.\d+)s$", runs[0][2].split("TASKS RECAP")[-1], re.M)[:5]
+        return {
+            "converge_seconds": runs[0][1],
+            "rerun_seconds": runs[1][1],
+            "rerun_over_converge": runs[1][1] / runs[0][1],
+            "rerun_changed": int(recap[1]) if recap else None,
+            "tasks_per_run": tasks,
+            "slowest_converge_tasks": [[t.strip(), float(s)] for t, s in slow],
+        }
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
+
+
+def plot(path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (make bench installs it)"
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    g = results["gate"]
+    axes[0].bar(
+        ["neo-db\nsession-start", "hand-scripted\nsqlite3", "cp"],
+        [g["neo_db_session_start"], g["hand_scripted"], g["cp"]],
+        color=["#2a7", "#c73", "#888"],
+    )
+    axes[0].set_title(f"Gate + verified backup, {MAIN_MB} MiB (ratio {g['ratio_vs_hand']:.2f}x)")
+    axes[0].set_ylabel("seconds (median)")
+    sc = results["scaling"]
+    axes[1].plot([int(k) for k in sc["seconds"]], list(sc["seconds"].values()), "o-")
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    axes[1].set_title(f"Gate scaling (exponent {sc['exponent']:.2f})")
+    axes[1].set_xlabel("DB size (MiB)")
+    sn = results["snapshot"]
+    axes[2].bar(
+        ["p50 base", "p50 during", "p99 base", "p99 during"], [*sn["p50_ms"], *sn["p99_ms"]], color=["#888", "#2a7", "#888", "#2a7"]
+    )
+    axes[2].set_title(f"Writer commit latency during snapshot (p99 {sn['p99_ratio']:.2f}x)")
+    axes[2].set_ylabel("ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return str(path)
+
+
+def main() -> int:
+    WORK.mkdir(parents=True, exist_ok=True)
+    say(f"neo-db benchmarks: {MAIN_MB} MiB main DB, sizes {SIZES}, {REPEAT} runs per command, work dir {WORK}")
+    dbs = {mb: WORK / f"db{mb}" / "db" / "neo_live_stage1.db" for mb in SIZES}
+    for mb, db in dbs.items():
+        make_db(db, mb)
+
+    say("1. session-start gate vs the hand-scripted sequence and cp")
+    g = gate_times(dbs[MAIN_MB])
+    g["ratio_vs_hand"] = g["neo_db_session_start"] / g["hand_scripted"]
+    g["ratio_vs_cp"] = g["neo_db_session_start"] / g["cp"]
+    results["gate"] = g
+
+    say("2. gate scaling")
+    secs = {str(mb): (g["neo_db_session_start"] if mb == MAIN_MB else gate_times(db)["neo_db_session_start"]) for mb, db in dbs.items()}
+    lo, hi = min(SIZES), max(SIZES)
+
+    exponent = math.log(secs[str(hi)] / secs[str(lo)]) / math.log(hi / lo) if hi > lo else 1.0
+    results["scaling"] = {"seconds": secs, "exponent": exponent}
+
+    say("3. snapshot under a steady writer")
+    results["snapshot"] = snapshot_impact(dbs[MAIN_MB])
+
+    say("4. provisioning on the stand-in")
+    results["provisioning"] = provisioning()
+
+    say("5. retention at scale")
+    results["retention"] = retention_at_scale()
+
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    png = plot(ROOT / "bench" / "results.png")
+
+    sn, r, p = results["snapshot"], results["retention"], results["provisioning"]
+    rows = [
+        ("gate: session-start / hand-scripted", f"{g['ratio_vs_hand']:.2f}x", "<= 0.40x"),
+        ("gate: session-start / cp", f"{g['ratio_vs_cp']:.2f}x", "(floor)"),
+        ("gate: hand-scripted / cp", f"{g['hand_scripted'] / g['cp']:.2f}x", ""),
+        (f"gate scaling exponent {lo}..{hi} MiB", f"{exponent:.2f}", "<= 1.0 (linear)"),
+        ("writer p50 during snapshot / baseline", f"{sn['p50_ratio']:.2f}x", ""),
+        ("writer p99 during snapshot / baseline", f"{sn['p99_ratio']:.2f}x", "<= 1.5x"),
+        ("snapshot / cp", f"{sn['snapshot_seconds_over_cp']:.2f}x", ""),
+        ("WAL growth during snapshot", f"{sn['wal_growth_bytes'] / 1024:.0f} KiB", ""),
+        ("list 10k / 1k backups", f"{r['list_ratio_10k_1k']:.2f}x", "<= 12x"),
+        ("prune --dry-run 10k / 1k backups", f"{r['prune_ratio_10k_1k']:.2f}x", "<= 12x"),
+    ]
+    if p:
+        rows += [
+            ("site.yml rerun / converge", f"{p['rerun_over_converge']:.2f}x", "<= 0.50x"),
+            ("site.yml rerun changed", str(p["rerun_changed"]), "0"),
+            ("tasks per run", str(p["tasks_per_run"]), ""),
+        ]
+    width = max(len(a) for a, _, _ in rows)
+    say("")
+    say(f"{'measurement':<{width}}  {'measured':>10}  target")
+    for a, b, c in rows:
+        say(f"{a:<{width}}  {b:>10}  {c}")
+    if p:
+        say("slowest converge tasks: " + "; ".join(f"{t} {s:.1f}s" for t, s in p["slowest_converge_tasks"]))
+    say(f"\nresults: {out}\nplot: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
