@@ -262,8 +262,12 @@ def provisioning() -> dict[str, Any] | None:
             if state.stdout.strip() in ("running", "degraded"):
                 break
             time.sleep(1)
+        fake_state = WORK / "fake-hetzner.json"
+        fake_state.unlink(missing_ok=True)
         cmd = [
             str(ROOT / "standin" / "with-fake-hetzner.sh"),
+            "--state-file",
+            str(fake_state),  # one fake Hetzner project across both runs
             "--",
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
