@@ -1,0 +1,68 @@
+"""Bad Ansible variables fail early, naming the variable, the value and what is allowed.
+
+Runs site.yml in --check mode against this machine (a local connection): the roles' argument
+specs and asserts come first, so a bad value stops the play before any task could change
+anything, and check mode guarantees nothing is changed even if a check were to let it through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.ansible
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("inv") / "inventory.yml"
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False}
+    path.write_text(yaml.safe_dump({"neo_vps": {"hosts": {"neo-input-check": host}}}))
+    return path
+
+
+def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "site.yml"), "--check", "--tags", tags, "-e", json.dumps(extra)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("tags", "extra", "expect"),
+    [
+        ("safeguards", {"neo_safeguards_backup_retention_days": 7}, ["neo_safeguards_backup_retention_days is 7", "at least 14"]),
+        ("safeguards", {"neo_safeguards_backup_retention_count": -1}, ["neo_safeguards_backup_retention_count is -1", "at least 1"]),
+        ("safeguards", {"neo_safeguards_abnormal_retention_days": "thirty"}, ["neo_safeguards_abnormal_retention_days"]),
+        ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
+        ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
+        ("safeguards", {"neo_safeguards_engine_restart": "on-failure"}, ["neo_safeguards_engine_restart", "on-abnormal"]),
+        ("safeguards", {"neo_safeguards_umask": 27}, ["neo_safeguards_umask", "quoted octal"]),
+        ("runtime", {"neo_runtime_db_dir": "relative/db"}, ["neo_runtime_db_dir", "absolute path"]),
+        ("runtime", {"neo_runtime_backup_dir": "/opt/neo/runtime/db/backups"}, ["must lie outside neo_runtime_db_dir"]),
+        ("runtime", {"neo_runtime_user": "Neo User"}, ["not a valid user or group name"]),
+        ("logrotate", {"neo_logrotate_rotate": 0}, ["neo_logrotate_rotate", "at least 1"]),
+    ],
+)
+def test_a_bad_variable_fails_early_and_names_itself(inventory: Path, tags: str, extra: dict, expect: list[str]) -> None:
+    rc, out = play(inventory, tags, extra)
+    assert rc != 0, out
+    for text in expect:
+        assert text in out, f"{text!r} not in:\n{out[-3000:]}"
+    assert "changed=0" in out.split("PLAY RECAP")[-1]
