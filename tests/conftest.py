@@ -195,6 +195,24 @@ def writer_factory(tmp_path: Path) -> Iterator[Any]:
         w.close()
 
 
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+def site_playbook(inventory: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run site.yml from the controller, as an operator would; returns (rc, stdout + stderr)."""
+    environ = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    proc = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "site.yml"), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def seqs_in(path: Path) -> set[int]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:

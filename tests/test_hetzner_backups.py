@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
-import subprocess
 import sys
 import threading
 import urllib.request
@@ -16,14 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import site_playbook
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_hetzner.server import make_server
 
 pytestmark = pytest.mark.ansible
 TOKEN = "fake-token-3f9a0c1d2e"
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 
 @dataclass
@@ -84,20 +81,9 @@ def play(tmp_path: Path, api: FakeApi):
         )
     )
 
-    def run(*extra: str, token: str = TOKEN, env: dict[str, str] | None = None) -> Run:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("HCLOUD_")}
-        environ.update(HCLOUD_TOKEN=token, HCLOUD_ENDPOINT=api.url, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        environ.update(env or {})
-        proc = subprocess.run(
-            [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "site.yml"), "--tags", "hetzner", *extra],
-            capture_output=True,
-            text=True,
-            env=environ,
-            cwd=ROOT,
-            timeout=300,
-            check=False,
-        )
-        return Run(proc.returncode, proc.stdout + proc.stderr)
+    def run(*extra: str, token: str = TOKEN) -> Run:
+        rc, out = site_playbook(inventory, "--tags", "hetzner", *extra, env={"HCLOUD_TOKEN": token, "HCLOUD_ENDPOINT": api.url})
+        return Run(rc, out)
 
     run.fact = fact  # type: ignore[attr-defined]
     return run

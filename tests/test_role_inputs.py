@@ -8,18 +8,15 @@ anything, and check mode guarantees nothing is changed even if a check were to l
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import site_playbook
 
 pytestmark = pytest.mark.ansible
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +28,7 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(ROOT / "site.yml"), "--check", "--tags", tags, "-e", json.dumps(extra)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
-    return proc.returncode, proc.stdout + proc.stderr
+    return site_playbook(inventory, "--check", "--tags", tags, "-e", json.dumps(extra))
 
 
 @pytest.mark.parametrize(
