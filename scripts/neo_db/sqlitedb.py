@@ -171,6 +171,15 @@ def wal_is_empty(db_path: Path) -> bool:
         return True
 
 
+def file_row_counts(path: Path) -> dict[str, int]:
+    """row_counts of a file (a copy) through its own read-only connection."""
+    conn = open_readonly(path)
+    try:
+        return row_counts(conn)
+    finally:
+        conn.close()
+
+
 _SOURCE_ERRORS = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE"}
 
 

@@ -99,14 +99,6 @@ def _verify(copy: Path, max_errors: int) -> tuple[list[str], dict[str, int]]:
         conn.close()
 
 
-def _counts(copy: Path) -> dict[str, int]:
-    conn = sqlitedb.open_readonly(copy)
-    try:
-        return sqlitedb.row_counts(conn)
-    finally:
-        conn.close()
-
-
 def _digest(copy: Path) -> str:
     fsutil.fsync_file(copy)
     return fsutil.sha256_file(copy)
@@ -158,7 +150,7 @@ def take_backup(
         verified_by = "integrity_check of the copy"
         if source_check is not None:
             try:
-                counts = _counts(tmp)
+                counts = sqlitedb.file_row_counts(tmp)
             except Exception as exc:  # the copy is not a readable DB: the check below says why
                 counts = {f"unreadable: {exc}": 0}
             sha = _digest(tmp)

@@ -32,11 +32,7 @@ def _restore_and_check(cfg: Config, entry: catalog.Entry, scratch: Path) -> tupl
     result = sqlitedb.check_file(target, cfg.integrity_max_errors)
     if result != ["ok"]:
         return False, "integrity_check: " + "; ".join(result[:3])
-    conn = sqlitedb.open_readonly(target)
-    try:
-        counts = sqlitedb.row_counts(conn)
-    finally:
-        conn.close()
+    counts = sqlitedb.file_row_counts(target)
     if counts != m.get("row_counts"):
         return False, f"row counts {counts} differ from the manifest's {m.get('row_counts')}"
     return True, f"restored, sha256 and {sum(counts.values())} rows in {len(counts)} tables match, integrity ok"

@@ -72,11 +72,7 @@ def take(cfg: Config) -> dict[str, Any]:
             integrity = sqlitedb.check_file(tmp, cfg.integrity_max_errors)
             if integrity != ["ok"]:
                 raise IntegrityError(integrity)
-            conn = sqlitedb.open_readonly(tmp)
-            try:
-                counts = sqlitedb.row_counts(conn)
-            finally:
-                conn.close()
+            counts = sqlitedb.file_row_counts(tmp)
             fsutil.fsync_file(tmp)
             manifest = {
                 "file": final.name,
