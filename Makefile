@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap
 
-.PHONY: help deps venv image lint unit ansible-tests molecule test demo bench standin-down clean
+.PHONY: help deps venv image lint unit ansible-tests faults molecule test demo bench standin-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -55,10 +55,13 @@ unit: venv deps ## pytest: neo-db on real SQLite files and processes
 ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
 	$(BIN)/pytest -m ansible -q
 
+faults: venv image ## pytest: crashes, power loss, corruption, a full disk, through the real unit on a stand-in
+	$(BIN)/pytest -m standin -q
+
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
 	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
-test: lint unit ansible-tests molecule ## every test
+test: lint unit ansible-tests faults molecule ## every test
 
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh
