@@ -7,6 +7,12 @@ File names follow the FLAG-023 convention, in the phase's subdirectory::
     abnormal_stop/neo_live_stage1_abnormal_S053_2026-04-22T20-02-11Z.db
     abnormal_stop/neo_live_stage1_abnormal_S053_2026-04-22T20-02-11Z.raw/  (raw db, -wal, -shm, stop.json)
 
+In the ``snapshots`` layout (AtoCore), a timed backup is a directory::
+
+    snapshots/2026-04-22T19-15-00Z/db/atocore.db
+    snapshots/2026-04-22T19-15-00Z/config/project-registry.json     (extra_files)
+    snapshots/2026-04-22T19-15-00Z/backup-metadata.json             (the manifest)
+
 Ages come from the UTC time in the name, so copying a backup keeps its age.
 """
 
@@ -16,6 +22,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,9 @@ PHASE_DIRS = {
     "post": "post_session",
     "abnormal": "abnormal_stop",
     "manual": "manual",
+    "timed": "snapshots",
 }
+METADATA = "backup-metadata.json"
 TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 _NAME_RE = re.compile(
@@ -74,6 +83,7 @@ class Entry:
     db: Path | None = None
     manifest_path: Path | None = None
     raw_dir: Path | None = None
+    snapshot_dir: Path | None = None
     _manifest: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -89,6 +99,12 @@ class Entry:
     @property
     def size(self) -> int:
         total = 0
+        if self.snapshot_dir is not None:
+            for root, _dirs, names in os.walk(self.snapshot_dir):
+                for n in names:
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(root, n)).st_size
+            return total
         for p in (self.db, self.manifest_path):
             if p is not None:
                 with contextlib.suppress(OSError):
@@ -123,6 +139,8 @@ class Entry:
         return (now - self.created).total_seconds()
 
     def paths(self) -> list[Path]:
+        if self.snapshot_dir is not None:
+            return [self.snapshot_dir]
         return [p for p in (self.db, self.manifest_path, self.raw_dir) if p is not None]
 
 
@@ -141,10 +159,37 @@ def parse(name: str) -> tuple[str, str, str | None, dt.datetime] | None:
     return m["stem"], m["phase"], m["session"], ts
 
 
+def snapshot_entries(cfg: Config) -> list[Entry]:
+    """The snapshots layout: snapshots/<timestamp>/ directories holding backup-metadata.json."""
+    directory = phase_dir(cfg, "timed")
+    found = []
+    for item in iter_entries(directory):
+        if item.name.startswith(TMP_PREFIX) or not item.is_dir(follow_symlinks=False):
+            continue
+        try:
+            ts = dt.datetime.strptime(item.name, TS_FORMAT).replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+        snap = Path(item.path)
+        db = snap / "db" / cfg.db_path.name
+        meta = snap / METADATA
+        entry = Entry("timed", None, ts, item.name, directory, snapshot_dir=snap)
+        if db.is_file() and not db.is_symlink():
+            entry.db = db
+        if meta.is_file() and not meta.is_symlink():
+            entry.manifest_path = meta
+        found.append(entry)
+    return found
+
+
 def entries(cfg: Config, phases: list[str] | None = None) -> list[Entry]:
     """Every backup of this DB, oldest first. Temp files and symlinks are not backups."""
     found: dict[tuple[str, str], Entry] = {}
+    snapshots: list[Entry] = []
     for phase in phases or list(PHASE_DIRS):
+        if phase == "timed":
+            snapshots = snapshot_entries(cfg)
+            continue
         directory = phase_dir(cfg, phase)
         for item in iter_entries(directory):
             if item.name.startswith(TMP_PREFIX):
@@ -173,12 +218,14 @@ def entries(cfg: Config, phases: list[str] | None = None) -> list[Entry]:
                 entry.manifest_path = path
             else:
                 entry.raw_dir = path
-    return sorted(found.values(), key=lambda e: (e.created, e.phase, e.base))
+    return sorted([*found.values(), *snapshots], key=lambda e: (e.created, e.phase, e.base))
 
 
 def find(cfg: Config, name: str) -> Entry | None:
     """The entry whose .db, .json or base name is `name` (a bare file name, not a path)."""
     for entry in entries(cfg):
-        if name in (entry.base, f"{entry.base}.db", f"{entry.base}.json", f"{entry.base}.raw"):
+        if name in (entry.base, f"{entry.base}.db", f"{entry.base}.json", f"{entry.base}.raw") and (
+            entry.snapshot_dir is None or name == entry.base
+        ):
             return entry
     return None

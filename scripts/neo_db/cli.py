@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, logs
 from . import config as config_mod
-from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, unitverify
+from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
 from .locking import state_lock
 
@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the open session)")
 
     sp = add("backup", "take a verified backup of the live DB now")
-    sp.add_argument("--phase", choices=list(catalog.PHASE_DIRS), default="manual", help="which backup dir (default: manual)")
+    sp.add_argument(
+        "--phase",
+        choices=list(catalog.PHASE_DIRS),
+        help="which backup dir (default: manual; timed, a snapshots/<timestamp>/ directory, in the snapshots layout)",
+    )
+    sp.add_argument("--trigger", default="cli", choices=["cli", "timer"], help="recorded in the manifest (timer: run by a systemd timer)")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID for the file name")
 
     sp = add("prune", "apply the retention policy")
@@ -161,7 +166,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
     cfg = _load(args)
     with state_lock(cfg):
         backup.clean_stale_temps(cfg)
-        result = backup.take_backup(cfg, args.phase, args.session, "cli")
+        phase = args.phase or ("timed" if cfg.layout == "snapshots" else "manual")
+        if phase == "timed":
+            if args.session:
+                raise UsageError("--session does not apply to a timed snapshot (the snapshots layout has no sessions)")
+            result = timed.take_snapshot(cfg, args.trigger)
+        else:
+            result = backup.take_backup(cfg, phase, args.session, args.trigger)
     _emit(args, {"path": str(result.path), "manifest": result.manifest}, str(result.path))
     if not result.intact:
         log.error("the copy failed integrity_check: the live DB is likely corrupt; run 'neo-db check'")

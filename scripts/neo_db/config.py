@@ -58,6 +58,15 @@ class Config:
     drill_max_age_days: int = 8
     unit_dir: Path = Path("/etc/systemd/system")
     hetzner_fact_path: Path | None = Path("/etc/ansible/facts.d/hetzner_backups.fact")
+    # phases: flat files in pre_session/, post_session/, abnormal_stop/, manual/ (NEO's sessions).
+    # snapshots: timed backups as snapshots/<timestamp>/ directories (db/, extra files,
+    # backup-metadata.json), for an application without sessions (AtoCore).
+    layout: str = "phases"
+    # Files captured with the DB in each snapshot directory: (source path, path inside the snapshot).
+    extra_files: tuple[tuple[Path, str], ...] = ()
+    snapshot_notes: tuple[str, ...] = ()
+    # The timer that takes the timed backups (what `confirm` checks in the snapshots layout).
+    backup_timer: str = "neo-db-archive.timer"
     source: str = "<defaults>"
 
     @property
@@ -78,7 +87,7 @@ class Config:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [list(map(str, v)) if isinstance(v, tuple) else v for v in value]
             out[f.name] = value
         return out
 
@@ -154,6 +163,62 @@ def _summary_pattern(value: Any) -> str | None:
     return None
 
 
+LAYOUTS = ("phases", "snapshots")
+RESERVED_SNAPSHOT_PATHS = ("db", "backup-metadata.json")
+
+
+def _layout(value: Any) -> str | None:
+    return None if value in LAYOUTS else "phases (NEO: one directory per phase) or snapshots (AtoCore: snapshots/<timestamp>/)"
+
+
+def _relative_dest(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or value.startswith("/") or "\x00" in value:
+        return "a relative path inside the snapshot, e.g. config/project-registry.json"
+    parts = value.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "a relative path without empty, '.' or '..' components, e.g. config/project-registry.json"
+    if parts[0] in RESERVED_SNAPSHOT_PATHS:
+        return f"a path outside {' and '.join(RESERVED_SNAPSHOT_PATHS)} (neo-db writes those itself)"
+    return None
+
+
+def _extra_files(value: Any) -> str | None:
+    allowed = (
+        "a list of absolute paths, or of {path: /abs/source, dest: relative/target} mappings, "
+        "e.g. [{path: /srv/storage/atocore/config/project-registry.json, dest: config/project-registry.json}]"
+    )
+    if not isinstance(value, list):
+        return allowed
+    dests: set[str] = set()
+    for raw in value:
+        item = {"path": raw} if isinstance(raw, str) else raw
+        if not isinstance(item, Mapping) or set(item) - {"path", "dest"} or "path" not in item:
+            return allowed
+        problem = _abs_path(item["path"])
+        if problem:
+            return f"{allowed}; {item['path']!r} is not {problem}"
+        dest = item.get("dest", f"config/{os.path.basename(item['path'])}")
+        problem = _relative_dest(dest)
+        if problem:
+            return f"{allowed}; dest {dest!r} is not {problem}"
+        if dest in dests:
+            return f"{allowed}; dest {dest!r} appears twice"
+        dests.add(dest)
+    return None
+
+
+def _notes(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) and len(v) <= 1000 for v in value):
+        return None
+    return "a list of strings (each up to 1000 characters), written into each snapshot's backup-metadata.json"
+
+
+def _timer_name(value: Any) -> str | None:
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9:_.@-]{1,200}\.timer", value):
+        return None
+    return "a systemd timer unit name, e.g. neo-db-archive.timer"
+
+
 _RETENTION_WHY = f" (FLAG-023 §7 keeps session backups at least {MIN_RETENTION_DAYS} days)"
 
 SCHEMA: dict[str, tuple[Validator, bool]] = {
@@ -183,6 +248,10 @@ SCHEMA: dict[str, tuple[Validator, bool]] = {
     "drill_max_age_days": (_int_range(1, 365), False),
     "unit_dir": (_abs_path, False),
     "hetzner_fact_path": (_optional_abs_path, False),
+    "layout": (_layout, False),
+    "extra_files": (_extra_files, False),
+    "snapshot_notes": (_notes, False),
+    "backup_timer": (_timer_name, False),
 }
 
 
@@ -240,6 +309,10 @@ def validate(data: Any, source: str) -> Config:
                     f"expected a directory outside it, so copies never sit beside the live DB "
                     f"(e.g. {os.path.join(os.path.dirname(db_dir), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
                 )
+    if values.get("extra_files") and values.get("layout", "phases") != "snapshots":
+        problems.append(
+            "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"
+        )
     if problems:
         raise ConfigError(source, problems)
 
@@ -247,8 +320,11 @@ def validate(data: Any, source: str) -> Config:
     for key, value in values.items():
         if key in ("db_path", "backup_dir", "exports_dir", "state_dir", "unit_dir") or (key == "hetzner_fact_path" and value):
             kwargs[key] = Path(os.path.normpath(value))
-        elif key == "clean_exit_statuses":
+        elif key in {"clean_exit_statuses", "snapshot_notes"}:
             kwargs[key] = tuple(value)
+        elif key == "extra_files":
+            items = [{"path": v} if isinstance(v, str) else v for v in value]
+            kwargs[key] = tuple((Path(os.path.normpath(i["path"])), i.get("dest", f"config/{os.path.basename(i['path'])}")) for i in items)
         else:
             kwargs[key] = value
     return Config(source=source, **kwargs)

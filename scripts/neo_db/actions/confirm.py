@@ -124,7 +124,52 @@ def _drill(cfg: Config) -> Item:
     return Item(name, doc.get("result") == "pass" and fresh, evidence)
 
 
+def _timer_enabled(cfg: Config) -> tuple[bool, str]:
+    wants = cfg.unit_dir / "timers.target.wants" / cfg.backup_timer
+    return wants.exists(), f"{cfg.backup_timer}: {'enabled' if wants.exists() else 'not enabled'} ({wants})"
+
+
+def _timed_items(cfg: Config) -> tuple[list[Item], str | None]:
+    """The snapshots layout has no sessions: the timed backup takes the place of the session hooks."""
+    service = cfg.backup_timer.removesuffix(".timer") + ".service"
+    view, where = systemd.unit_view(service, cfg.unit_dir)
+    timer, timer_where = systemd.unit_view(cfg.backup_timer, cfg.unit_dir)
+    starts = view.get("ExecStart", [])
+    users = view.get("User") or []
+    user = users[0] if users else None
+    wired = _has(starts, "neo-db backup")
+    gate_ok, gate_evidence = _gate_dry_run(cfg)
+    enabled, enabled_ev = _timer_enabled(cfg)
+    persistent = "true" in [v.lower() for v in timer.get("Persistent", [])]
+    calendar = timer.get("OnCalendar", [])
+    snap_dir = _dir_facts(catalog.phase_dir(cfg, "timed"), user)
+    items = [
+        Item(
+            "integrity checks are wired",
+            wired and gate_ok,
+            [
+                f"ExecStart from {where}: {starts or 'none'} (each snapshot's DB copy is integrity-checked before it is kept)",
+                gate_evidence,
+            ],
+        ),
+        Item(
+            "timed snapshots are wired",
+            wired and enabled and persistent and bool(calendar) and snap_dir[0] and bool(user),
+            [
+                f"timer from {timer_where}: OnCalendar={calendar or 'none'} Persistent={timer.get('Persistent') or 'no'}",
+                enabled_ev,
+                f"service user: {user or 'none (User= missing)'}",
+                snap_dir[1],
+                f"extra files: {[str(p) for p, _ in cfg.extra_files] or 'none'}",
+            ],
+        ),
+    ]
+    return items, user
+
+
 def run(cfg: Config) -> list[Item]:
+    if cfg.layout == "snapshots":
+        return _run_timed(cfg)
     view, where = systemd.unit_view(cfg.engine_unit, cfg.unit_dir)
     pre, post = view.get("ExecStartPre", []), view.get("ExecStopPost", [])
     users = view.get("User") or []
@@ -158,39 +203,54 @@ def run(cfg: Config) -> list[Item]:
         )
     )
 
-    top_ok, top_ev = _dir_facts(cfg.backup_dir, user)
-    remote = fsutil.network_filesystem(cfg.backup_dir) if cfg.backup_dir.exists() else "missing"
-    db_remote = fsutil.network_filesystem(cfg.db_path.parent) if cfg.db_path.parent.exists() else "missing"
-    items.append(
-        Item(
-            "backup paths are verified",
-            top_ok and all(ok for ok, _ in dirs) and remote is None and db_remote is None,
-            [
-                f"config {cfg.source}: backup_dir={cfg.backup_dir}, db_path={cfg.db_path}",
-                top_ev,
-                f"backup_dir filesystem: {'local' if remote is None else remote}",
-                f"DB filesystem: {'local' if db_remote is None else db_remote}",
-            ],
-        )
-    )
-
-    decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
-    doomed = [d for d in decisions if not d.keep]
-    items.append(
-        Item(
-            "retention is defined",
-            cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14,
-            [
-                f"keep the newest {cfg.backup_retention_count} per phase, and anything younger than "
-                f"{cfg.backup_retention_days} days ({cfg.abnormal_retention_days} for abnormal stops); pre/post pairs together",
-                f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
-                "pruned after every session and daily by neo-db-prune.timer",
-            ],
-        )
-    )
+    items.append(_paths(cfg, user, dirs))
+    items.append(_retention(cfg))
     items.append(_hetzner(cfg))
     items.append(_drill(cfg))
     return items
+
+
+def _run_timed(cfg: Config) -> list[Item]:
+    items, user = _timed_items(cfg)
+    items.append(_paths(cfg, user, [_dir_facts(catalog.phase_dir(cfg, "timed"), user)]))
+    items.append(_retention(cfg))
+    if cfg.hetzner_fact_path is not None:
+        items.append(_hetzner(cfg))
+    items.append(_drill(cfg))
+    return items
+
+
+def _paths(cfg: Config, user: str | None, dirs: list[tuple[bool, str]]) -> Item:
+    top_ok, top_ev = _dir_facts(cfg.backup_dir, user)
+    remote = fsutil.network_filesystem(cfg.backup_dir) if cfg.backup_dir.exists() else "missing"
+    db_remote = fsutil.network_filesystem(cfg.db_path.parent) if cfg.db_path.parent.exists() else "missing"
+    return Item(
+        "backup paths are verified",
+        top_ok and all(ok for ok, _ in dirs) and remote is None and db_remote is None,
+        [
+            f"config {cfg.source}: backup_dir={cfg.backup_dir}, db_path={cfg.db_path}",
+            top_ev,
+            *[e for _, e in dirs],
+            f"backup_dir filesystem: {'local' if remote is None else remote}",
+            f"DB filesystem: {'local' if db_remote is None else db_remote}",
+        ],
+    )
+
+
+def _retention(cfg: Config) -> Item:
+    decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
+    doomed = [d for d in decisions if not d.keep]
+    where = "after every session and daily by neo-db-prune.timer" if cfg.layout == "phases" else "daily by neo-db-prune.timer"
+    return Item(
+        "retention is defined",
+        cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14,
+        [
+            f"keep the newest {cfg.backup_retention_count} per phase, and anything younger than "
+            f"{cfg.backup_retention_days} days ({cfg.abnormal_retention_days} for abnormal stops); pre/post pairs together",
+            f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
+            f"pruned {where}",
+        ],
+    )
 
 
 def markdown(items: list[Item], host: str) -> str:

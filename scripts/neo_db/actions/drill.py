@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import catalog, fsutil, sqlitedb
 from ..config import Config
+from . import timed
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,13 @@ def _restore_and_check(cfg: Config, entry: catalog.Entry, scratch: Path) -> tupl
     counts = sqlitedb.file_row_counts(target)
     if counts != m.get("row_counts"):
         return False, f"row counts {counts} differ from the manifest's {m.get('row_counts')}"
-    return True, f"restored, sha256 and {sum(counts.values())} rows in {len(counts)} tables match, integrity ok"
+    extra = ""
+    if entry.snapshot_dir is not None:
+        problems = timed.check_files(entry)
+        if problems:
+            return False, "snapshot files: " + "; ".join(problems[:3])
+        extra = f", the sha256 of all {len(m.get('files', {}))} files in {catalog.METADATA} match"
+    return True, f"restored, sha256 and {sum(counts.values())} rows in {len(counts)} tables match, integrity ok{extra}"
 
 
 def run(cfg: Config) -> dict[str, Any]:

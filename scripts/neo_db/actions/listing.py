@@ -27,6 +27,7 @@ def rows(cfg: Config, now: dt.datetime | None = None) -> list[dict[str, Any]]:
                 "sha256": m.get("sha256"),
                 "db": str(e.db) if e.db else None,
                 "raw_dir": str(e.raw_dir) if e.raw_dir else None,
+                "snapshot_dir": str(e.snapshot_dir) if e.snapshot_dir else None,
             }
         )
     return out

@@ -40,7 +40,9 @@ def resolve(cfg: Config, arg: str) -> catalog.Entry:
                 f"{arg!r} is not a backup inside backup_dir {cfg.backup_dir}",
                 hint="restore only takes backups listed by 'neo-db list' (by name or path)",
             )
-        arg = Path(real).name
+        rel = Path(os.path.relpath(real, root)).parts
+        # A snapshot directory, or any file inside one, names the snapshot.
+        arg = rel[1] if len(rel) >= 2 and rel[0] == catalog.PHASE_DIRS["timed"] else Path(real).name
     entry = catalog.find(cfg, arg)
     if entry is None or entry.db is None:
         raise UsageError(f"no backup named {arg!r} in {cfg.backup_dir}", hint="'neo-db list' shows the backups and their names")
