@@ -22,9 +22,18 @@ default_mirror() {
 }
 mirror=${NEO_STANDIN_MIRROR:-$(default_mirror)}
 
+# openssh-server: `make bench` provisions one stand-in over SSH (pipelining), as a real VPS is.
+packages=systemd,systemd-sysv,dbus,sudo,python3,python3-yaml,python3-apt,sqlite3,logrotate,procps,openssh-server
+# The image records its package list; an image built from another list is rebuilt.
+label=neo.standin.packages
+
 if [ "${NEO_STANDIN_REBUILD:-0}" != 1 ] && podman image exists "$image"; then
-  echo "stand-in image $image is cached; NEO_STANDIN_REBUILD=1 rebuilds it"
-  exit 0
+  cached=$(podman image inspect -f "{{ index .Labels \"$label\" }}" "$image" 2>/dev/null || true)
+  if [ "$cached" = "$packages" ]; then
+    echo "stand-in image $image is cached; NEO_STANDIN_REBUILD=1 rebuilds it"
+    exit 0
+  fi
+  echo "stand-in image $image was built with other packages (${cached:-unknown}); rebuilding"
 fi
 
 for tool in podman debootstrap; do
@@ -34,7 +43,6 @@ done
 rootfs=$(mktemp -d /var/tmp/neo-standin-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 
-packages=systemd,systemd-sysv,dbus,sudo,python3,python3-yaml,python3-apt,sqlite3,logrotate,procps
 echo "debootstrap $suite from $mirror into $rootfs (about a minute)"
 debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
   echo "error: debootstrap failed; last lines of $rootfs.log:" >&2; tail -n 20 "$rootfs.log" >&2; exit 1; }
@@ -43,8 +51,12 @@ rm -f "$rootfs.log"
 # A container has no consoles to serve and no kernel modules to load.
 chroot "$rootfs" systemctl mask getty@tty1.service serial-getty@console.service \
   systemd-udevd.service systemd-modules-load.service sys-kernel-config.mount >/dev/null 2>&1 || true
+# sshd stays off unless a stand-in asks for it (the bench starts it); its host keys are
+# made per container at that moment, not baked into the image.
+chroot "$rootfs" systemctl disable ssh.service >/dev/null 2>&1 || true
+rm -f "$rootfs"/etc/ssh/ssh_host_*
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
 echo "neo-vps-standin" >"$rootfs/etc/hostname"
 
-tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' - "$image" >/dev/null
+tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change "LABEL $label=$packages" - "$image" >/dev/null
 echo "built stand-in image $image"
