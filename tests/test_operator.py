@@ -116,6 +116,10 @@ def test_restore_refuses_while_the_engine_holds_the_db(runtime: Runtime, writer_
     runtime.stop()
     w = writer_factory(runtime.db, rate=50)
     w.wait_commits(5)
+    # The plan (made before the engine is stopped) checks the backup and says the engine must stop first.
+    dry = runtime.cli("restore", pre.stem, "--dry-run", "--json")
+    assert dry.rc == 0, dry.err
+    assert "the live DB is open" in dry.json["must_stop_first"] and "stop it before the restore" in dry.err
     r = runtime.cli("restore", pre.stem, "--yes")
     assert r.rc == 5 and f"PID {w.proc.pid}" in r.err
     w.wait_commits(len(w.committed()) + 5)

@@ -81,7 +81,15 @@ def _refuse_if_in_use(cfg: Config) -> None:
 
 def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, Any]:
     entry = resolve(cfg, name)
-    _refuse_if_in_use(cfg)
+    # A dry run is the plan made before the engine is stopped (ansible/restore.yml checks the
+    # backup first, so a bad backup never costs a stop): an engine in use is reported, not fatal.
+    in_use = None
+    try:
+        _refuse_if_in_use(cfg)
+    except DbInUseError as exc:
+        if not dry_run:
+            raise
+        in_use = exc.message
     manifest = verify_entry(cfg, entry)
     assert entry.db is not None
     now = catalog.utcnow()
@@ -95,8 +103,11 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, An
         "moves_aside": [str(p) for p in live],
         "target": str(cfg.db_path),
         "dry_run": dry_run,
+        "must_stop_first": in_use,
     }
     if dry_run:
+        if in_use:
+            log.warning("%s: stop it before the restore itself (ansible/restore.yml does)", in_use.split(":")[0])
         log.info("would move %s aside into %s", ", ".join(p.name for p in live) or "nothing", quarantine)
         log.info("would put %s in place as %s (WAL mode)", entry.db.name, cfg.db_path)
         return plan
