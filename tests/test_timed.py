@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import pwd
 import sqlite3
 from pathlib import Path
 
@@ -102,6 +103,19 @@ def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime) -> 
     # No timer installed in this temp unit_dir: the timed snapshot item fails and says why.
     assert items["timed snapshots are wired"]["result"] == "FAIL"
     assert any("not enabled" in e for e in items["timed snapshots are wired"]["evidence"])
+    # Installed, enabled and Persistent (the files the role writes; the role makes backups/ 0750): every item passes.
+    os.chmod(atocore.backups, 0o750)
+    units = Path(atocore.settings["unit_dir"])
+    (units / "timers.target.wants").mkdir(parents=True)
+    (units / "neo-db-archive.service").write_text(
+        f"[Service]\nType=oneshot\nUser={pwd.getpwuid(os.getuid()).pw_name}\nExecStart=/usr/local/bin/neo-db backup --trigger timer\n"
+    )
+    (units / "neo-db-archive.timer").write_text("[Timer]\nOnCalendar=*-*-* 03:15:00\nPersistent=true\n")
+    (units / "timers.target.wants" / "neo-db-archive.timer").symlink_to(units / "neo-db-archive.timer")
+    confirm = atocore.cli("confirm", "--json")
+    assert confirm.rc == 0, confirm.out
+    wired = {i["item"]: i for i in confirm.json["items"]}["timed snapshots are wired"]
+    assert "OnCalendar=['*-*-* 03:15:00'] Persistent=['true']" in wired["evidence"][0]
 
 
 def test_the_drill_catches_a_changed_registry_in_a_snapshot(atocore: Runtime) -> None:

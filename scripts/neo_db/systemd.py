@@ -20,10 +20,18 @@ def is_active(unit: str) -> bool | None:
     return proc.returncode == 0
 
 
+def full_name(unit: str) -> str:
+    """A unit name with its type: engine units are named without .service in the config."""
+    return unit if unit.endswith((".service", ".timer")) else f"{unit}.service"
+
+
 def _from_files(unit: str, unit_dir: Path) -> dict[str, list[str]]:
-    """ExecStartPre/ExecStopPost/User from the unit file and its drop-ins, merged as systemd merges them."""
-    files = [unit_dir / f"{unit}.service"]
-    drop_dir = unit_dir / f"{unit}.service.d"
+    """Exec*/User (services) or OnCalendar/Persistent (timers) from the unit file and its drop-ins,
+    merged as systemd merges them."""
+    full = full_name(unit)
+    timer = full.endswith(".timer")
+    files = [unit_dir / full]
+    drop_dir = unit_dir / f"{full}.d"
     if drop_dir.is_dir():
         files += sorted(p for p in drop_dir.iterdir() if p.suffix == ".conf")
     merged: dict[str, list[str]] = {}
@@ -40,12 +48,12 @@ def _from_files(unit: str, unit_dir: Path) -> dict[str, list[str]]:
             if line.startswith("["):
                 section = line
                 continue
-            if section != "[Service]" or "=" not in line:
+            if section != ("[Timer]" if timer else "[Service]") or "=" not in line:
                 continue
             key, value = (part.strip() for part in line.split("=", 1))
-            if key in ("ExecStartPre", "ExecStopPost", "ExecStart"):
+            if key in ("ExecStartPre", "ExecStopPost", "ExecStart", "OnCalendar"):
                 merged[key] = [] if value == "" else [*merged.get(key, []), value]
-            elif key in ("User", "RestartPreventExitStatus", "Restart"):
+            elif key in ("User", "RestartPreventExitStatus", "Restart", "Persistent"):
                 merged[key] = [value]
     return merged
 
@@ -54,14 +62,18 @@ DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 
 
 def unit_view(unit: str, unit_dir: Path) -> tuple[dict[str, list[str]], str]:
-    """The engine unit's hooks and user, and where the answer came from.
+    """A unit's hooks and user (a service) or schedule (a timer), and where the answer came from.
 
     systemd's own view when it runs and unit_dir is the default; the unit files in
     unit_dir otherwise (a unit_dir set in the config means "read these files")."""
+    full = full_name(unit)
     if running() and unit_dir == DEFAULT_UNIT_DIR:
-        props = ["ExecStartPre", "ExecStopPost", "ExecStart", "User", "Restart", "RestartPreventExitStatus", "LoadState"]
+        if full.endswith(".timer"):
+            props = ["Persistent", "TimersCalendar", "LoadState"]
+        else:
+            props = ["ExecStartPre", "ExecStopPost", "ExecStart", "User", "Restart", "RestartPreventExitStatus", "LoadState"]
         proc = subprocess.run(
-            ["systemctl", "show", f"{unit}.service", *[f"--property={p}" for p in props]],
+            ["systemctl", "show", full, *[f"--property={p}" for p in props]],
             check=False,
             capture_output=True,
             text=True,
@@ -71,9 +83,11 @@ def unit_view(unit: str, unit_dir: Path) -> tuple[dict[str, list[str]], str]:
             key, _, value = line.partition("=")
             if key.startswith("Exec"):
                 view[key] = [m.strip() for m in re.findall(r"argv\[\]=([^;]*);", value)]
+            elif key == "TimersCalendar":
+                view.setdefault("OnCalendar", []).extend(m.strip() for m in re.findall(r"OnCalendar=([^;]*);", value))
             elif value:
                 view[key] = [value]
         if view.get("LoadState") == ["loaded"]:
-            return view, f"systemctl show {unit}.service"
-        return {}, f"systemctl show {unit}.service (unit not loaded)"
+            return view, f"systemctl show {full}"
+        return {}, f"systemctl show {full} (unit not loaded)"
     return _from_files(unit, unit_dir), f"unit files in {unit_dir} (systemd is not running here)"

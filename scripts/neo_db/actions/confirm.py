@@ -131,7 +131,7 @@ def _timer_enabled(cfg: Config) -> tuple[bool, str]:
 
 def _timed_items(cfg: Config) -> tuple[list[Item], str | None]:
     """The snapshots layout has no sessions: the timed backup takes the place of the session hooks."""
-    service = cfg.backup_timer.removesuffix(".timer") + ".service"
+    service = cfg.backup_timer.removesuffix(".timer")
     view, where = systemd.unit_view(service, cfg.unit_dir)
     timer, timer_where = systemd.unit_view(cfg.backup_timer, cfg.unit_dir)
     starts = view.get("ExecStart", [])
@@ -140,7 +140,7 @@ def _timed_items(cfg: Config) -> tuple[list[Item], str | None]:
     wired = _has(starts, "neo-db backup")
     gate_ok, gate_evidence = _gate_dry_run(cfg)
     enabled, enabled_ev = _timer_enabled(cfg)
-    persistent = "true" in [v.lower() for v in timer.get("Persistent", [])]
+    persistent = any(v.lower() in ("true", "yes", "1", "on") for v in timer.get("Persistent", []))
     calendar = timer.get("OnCalendar", [])
     snap_dir = _dir_facts(catalog.phase_dir(cfg, "timed"), user)
     items = [
