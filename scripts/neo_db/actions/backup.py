@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +76,28 @@ def clean_stale_temps(cfg: Config) -> list[Path]:
     return removed
 
 
-def free_name(directory: Path, stem: str, phase: str, session: str | None, now: dt.datetime | None) -> tuple[str, dt.datetime]:
-    """A base name not yet taken. Names have one-second resolution, so wait out a clash."""
+def free_timestamp(taken: Callable[[dt.datetime], bool], now: dt.datetime | None, what: str) -> dt.datetime:
+    """A UTC second for which `taken` is false. Names have one-second resolution, so wait out a clash."""
     for _ in range(5):
         ts = now or catalog.utcnow()
-        base = catalog.base_name(stem, phase, session, ts)
-        if not any((directory / f"{base}{s}").exists() for s in (".db", ".json", ".raw")):
-            return base, ts
+        if not taken(ts):
+            return ts
         if now is not None:
             now = now + dt.timedelta(seconds=1)
         else:
             time.sleep(1.0 - (time.time() % 1.0) + 0.01)
-    raise BackupFailed(f"no free backup name in {directory} for {phase} {session}")
+    raise BackupFailed(f"no free name for {what}")
+
+
+def free_name(directory: Path, stem: str, phase: str, session: str | None, now: dt.datetime | None) -> tuple[str, dt.datetime]:
+    """A base name not yet taken in `directory`."""
+
+    def taken(ts: dt.datetime) -> bool:
+        base = catalog.base_name(stem, phase, session, ts)
+        return any((directory / f"{base}{s}").exists() for s in (".db", ".json", ".raw"))
+
+    ts = free_timestamp(taken, now, f"a {phase} {session or ''} backup in {directory}")
+    return catalog.base_name(stem, phase, session, ts), ts
 
 
 def _verify(copy: Path, max_errors: int) -> tuple[list[str], dict[str, int]]:

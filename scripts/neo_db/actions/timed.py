@@ -24,22 +24,14 @@ from typing import Any
 
 from .. import __version__, catalog, fsutil, sqlitedb
 from ..config import Config
-from .backup import BackupFailed, BackupResult, _verify
+from .backup import BackupFailed, BackupResult, _verify, free_timestamp
 
 log = logging.getLogger(__name__)
 
 
 def _free_dir(directory: Path, now: dt.datetime | None) -> tuple[Path, dt.datetime]:
-    for _ in range(5):
-        ts = now or catalog.utcnow()
-        final = directory / ts.strftime(catalog.TS_FORMAT)
-        if not final.exists():
-            return final, ts
-        if now is not None:
-            now = now + dt.timedelta(seconds=1)
-        else:
-            time.sleep(1.0 - (time.time() % 1.0) + 0.01)
-    raise BackupFailed(f"no free snapshot name in {directory}")
+    ts = free_timestamp(lambda t: (directory / t.strftime(catalog.TS_FORMAT)).exists(), now, f"a snapshot in {directory}")
+    return directory / ts.strftime(catalog.TS_FORMAT), ts
 
 
 def _file_record(path: Path, source: Path) -> dict[str, Any]:
