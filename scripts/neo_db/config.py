@@ -182,6 +182,17 @@ def _relative_dest(value: Any) -> str | None:
     return None
 
 
+def _extra_file_items(value: list[Any]) -> list[Any]:
+    """extra_files entries as mappings: a bare path means {path: P, dest: config/<basename of P>}."""
+    out = []
+    for raw in value:
+        item = {"path": raw} if isinstance(raw, str) else raw
+        if isinstance(item, Mapping) and isinstance(item.get("path"), str) and "dest" not in item:
+            item = {**item, "dest": f"config/{os.path.basename(item['path'])}"}
+        out.append(item)
+    return out
+
+
 def _extra_files(value: Any) -> str | None:
     allowed = (
         "a list of absolute paths, or of {path: /abs/source, dest: relative/target} mappings, "
@@ -190,14 +201,13 @@ def _extra_files(value: Any) -> str | None:
     if not isinstance(value, list):
         return allowed
     dests: set[str] = set()
-    for raw in value:
-        item = {"path": raw} if isinstance(raw, str) else raw
+    for item in _extra_file_items(value):
         if not isinstance(item, Mapping) or set(item) - {"path", "dest"} or "path" not in item:
             return allowed
         problem = _abs_path(item["path"])
         if problem:
             return f"{allowed}; {item['path']!r} is not {problem}"
-        dest = item.get("dest", f"config/{os.path.basename(item['path'])}")
+        dest = item["dest"]
         problem = _relative_dest(dest)
         if problem:
             return f"{allowed}; dest {dest!r} is not {problem}"
@@ -323,8 +333,7 @@ def validate(data: Any, source: str) -> Config:
         elif key in {"clean_exit_statuses", "snapshot_notes"}:
             kwargs[key] = tuple(value)
         elif key == "extra_files":
-            items = [{"path": v} if isinstance(v, str) else v for v in value]
-            kwargs[key] = tuple((Path(os.path.normpath(i["path"])), i.get("dest", f"config/{os.path.basename(i['path'])}")) for i in items)
+            kwargs[key] = tuple((Path(os.path.normpath(i["path"])), i["dest"]) for i in _extra_file_items(value))
         else:
             kwargs[key] = value
     return Config(source=source, **kwargs)

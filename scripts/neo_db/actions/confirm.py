@@ -126,13 +126,13 @@ def _drill(cfg: Config) -> Item:
 
 def _timer_enabled(cfg: Config) -> tuple[bool, str]:
     wants = cfg.unit_dir / "timers.target.wants" / cfg.backup_timer
-    return wants.exists(), f"{cfg.backup_timer}: {'enabled' if wants.exists() else 'not enabled'} ({wants})"
+    enabled = wants.exists()
+    return enabled, f"{cfg.backup_timer}: {'enabled' if enabled else 'not enabled'} ({wants})"
 
 
-def _timed_items(cfg: Config) -> tuple[list[Item], str | None]:
+def _run_timed(cfg: Config) -> list[Item]:
     """The snapshots layout has no sessions: the timed backup takes the place of the session hooks."""
-    service = cfg.backup_timer.removesuffix(".timer")
-    view, where = systemd.unit_view(service, cfg.unit_dir)
+    view, where = systemd.unit_view(cfg.backup_timer.removesuffix(".timer"), cfg.unit_dir)
     timer, timer_where = systemd.unit_view(cfg.backup_timer, cfg.unit_dir)
     starts = view.get("ExecStart", [])
     users = view.get("User") or []
@@ -142,7 +142,7 @@ def _timed_items(cfg: Config) -> tuple[list[Item], str | None]:
     enabled, enabled_ev = _timer_enabled(cfg)
     persistent = any(v.lower() in ("true", "yes", "1", "on") for v in timer.get("Persistent", []))
     calendar = timer.get("OnCalendar", [])
-    snap_dir = _dir_facts(catalog.phase_dir(cfg, "timed"), user)
+    snap_ok, snap_ev = _dir_facts(catalog.phase_dir(cfg, "timed"), user)
     items = [
         Item(
             "integrity checks are wired",
@@ -154,17 +154,22 @@ def _timed_items(cfg: Config) -> tuple[list[Item], str | None]:
         ),
         Item(
             "timed snapshots are wired",
-            wired and enabled and persistent and bool(calendar) and snap_dir[0] and bool(user),
+            wired and enabled and persistent and bool(calendar) and snap_ok and bool(user),
             [
                 f"timer from {timer_where}: OnCalendar={calendar or 'none'} Persistent={timer.get('Persistent') or 'no'}",
                 enabled_ev,
                 f"service user: {user or 'none (User= missing)'}",
-                snap_dir[1],
+                snap_ev,
                 f"extra files: {[str(p) for p, _ in cfg.extra_files] or 'none'}",
             ],
         ),
+        _paths(cfg, user, [(snap_ok, snap_ev)]),
+        _retention(cfg),
     ]
-    return items, user
+    if cfg.hetzner_fact_path is not None:
+        items.append(_hetzner(cfg))
+    items.append(_drill(cfg))
+    return items
 
 
 def run(cfg: Config) -> list[Item]:
@@ -206,16 +211,6 @@ def run(cfg: Config) -> list[Item]:
     items.append(_paths(cfg, user, dirs))
     items.append(_retention(cfg))
     items.append(_hetzner(cfg))
-    items.append(_drill(cfg))
-    return items
-
-
-def _run_timed(cfg: Config) -> list[Item]:
-    items, user = _timed_items(cfg)
-    items.append(_paths(cfg, user, [_dir_facts(catalog.phase_dir(cfg, "timed"), user)]))
-    items.append(_retention(cfg))
-    if cfg.hetzner_fact_path is not None:
-        items.append(_hetzner(cfg))
     items.append(_drill(cfg))
     return items
 

@@ -107,7 +107,8 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, An
     }
     if dry_run:
         if in_use:
-            log.warning("%s: stop it before the restore itself (ansible/restore.yml does)", in_use.split(":")[0])
+            log.warning("%s", in_use)
+            log.warning("stop it before the restore itself (ansible/restore.yml does)")
         log.info("would move %s aside into %s", ", ".join(p.name for p in live) or "nothing", quarantine)
         log.info("would put %s in place as %s (WAL mode)", entry.db.name, cfg.db_path)
         return plan

@@ -14,7 +14,6 @@ sha256, integrity_check, row_counts), so list, prune, drill and restore treat it
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
@@ -98,13 +97,7 @@ def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) 
             "neo_db_version": __version__,
             "timings": {"copy_seconds": round(t_copy - t0, 3), "verify_seconds": round(t_verify - t_copy, 3)},
         }
-        meta = tmp / catalog.METADATA
-        fd = os.open(meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-        try:
-            os.write(fd, (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsutil.write_json_atomic(tmp / catalog.METADATA, metadata)
         for sub in {tmp, *(p.parent for p in tmp.rglob("*") if p.is_file())}:
             fsutil.fsync_dir(sub)
         os.rename(tmp, final)
