@@ -117,7 +117,8 @@ class Vps:
         return self.out(f"journalctl {after} -o cat --no-pager")
 
     def drop_in(self, text: str) -> None:
-        self.sh(f"cat > {TEST_DROPIN} <<'EOF'\n[Service]\n{text}\nEOF\nsystemctl daemon-reload")
+        """The test's own drop-in (whole sections), removed again by reset()."""
+        self.sh(f"cat > {TEST_DROPIN} <<'EOF'\n{text}\nEOF\nsystemctl daemon-reload")
 
     def reset(self) -> None:
         """Back to the provisioned unit: no test drop-in, stopped, start counter reset."""
@@ -172,8 +173,7 @@ def test_sigkill_at_twenty_seeded_moments_loses_nothing(box: Vps) -> None:
     rng = random.Random(SEED)
     print(f"NEO_FAULT_SEED={SEED}")
     # Faster restarts and no start limit, for this test only: 20 crashes in a row is the point.
-    box.sh(f"mkdir -p {DROPIN_DIR}")
-    box.sh(f"cat > {TEST_DROPIN} <<'EOF'\n[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestartSec=1\nEOF\nsystemctl daemon-reload")
+    box.drop_in("[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestartSec=1")
     box.sh(f"systemctl start {UNIT}")
     for i in range(20):
         box.wait_state("active")
@@ -238,7 +238,7 @@ def test_power_loss_preserves_the_unclean_session_first(box: Vps) -> None:
 
 
 def test_an_engine_that_ignores_sigterm_is_killed_and_classified_abnormal(box: Vps) -> None:
-    box.drop_in(f"ExecStart=\nExecStart={ENGINE} --ignore-sigterm\nTimeoutStopSec=3")
+    box.drop_in(f"[Service]\nExecStart=\nExecStart={ENGINE} --ignore-sigterm\nTimeoutStopSec=3")
     box.sh(f"systemctl start {UNIT}")
     box.wait_state("active")
     session = box.session()
@@ -257,7 +257,7 @@ def test_an_engine_that_ignores_sigterm_is_killed_and_classified_abnormal(box: V
 def test_a_crash_loop_stops_at_the_start_limit(box: Vps) -> None:
     """An engine that dies at once by a signal (Restart=on-abnormal restarts it) is stopped by
     StartLimitBurst=3: three sessions, three pre/abnormal pairs, then nothing more."""
-    box.drop_in("ExecStart=\nExecStart=/bin/sh -c 'kill -KILL $$$$'\nRestartSec=1")
+    box.drop_in("[Service]\nExecStart=\nExecStart=/bin/sh -c 'kill -KILL $$$$'\nRestartSec=1")
     before = {phase: len(box.files(phase, "*.db")) for phase in ("pre_session", "abnormal_stop")}
     box.sh(f"systemctl start {UNIT}", check=False)
     wait_for(
@@ -341,7 +341,7 @@ def test_a_db_on_a_network_filesystem_is_refused_by_the_unit(box: Vps) -> None:
         f"printf '%s\\n' '1 0 0:1 / / rw - overlay overlay rw' "
         f"'2 1 0:2 / {RUNTIME}/db rw,relatime - nfs4 nas:/export/neo rw,vers=4.2' > {fake}; chmod 0644 {fake}"
     )
-    box.drop_in(f"Environment=NEO_DB_MOUNTINFO={fake}\nRestartSec=1")
+    box.drop_in(f"[Service]\nEnvironment=NEO_DB_MOUNTINFO={fake}\nRestartSec=1")
     start = box.sh(f"systemctl start {UNIT}", check=False)
     assert start.returncode != 0
     time.sleep(3)
