@@ -35,7 +35,9 @@ venv: $(STAMPS)/venv ## create the pinned virtualenv (.venv)
 $(STAMPS)/venv: requirements.txt constraints.txt
 	@mkdir -p $(STAMPS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt 2>&1 | grep -v "is ignored" || true
+	@# pip's own exit status decides (a filter in a pipe must not hide a failed install).
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip check
 	$(BIN)/python -c "import ansible, molecule, pytest, yaml, requests"
 	@touch $@
 
@@ -67,7 +69,7 @@ demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one 
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh
 
 bench: venv image ## benchmarks: measured ratios, bench/results.json and .png (BENCH_DB_MB=1024)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
 	$(BIN)/python bench/run.py
 
 standin-down: ## remove the neo-vps-local container
