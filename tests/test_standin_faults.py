@@ -109,6 +109,10 @@ class Vps:
     def files(self, phase_dir: str, pattern: str = "*") -> list[str]:
         return self.out(f"cd {BACKUPS}/{phase_dir} && ls -1d {pattern} 2>/dev/null || true").split()
 
+    def temp_files(self, phase_dir: str) -> list[str]:
+        """What an interrupted or failed run would leave: neo-db's temp names (fsutil.TMP_PREFIX)."""
+        return [n for n in self.out(f"ls -A {BACKUPS}/{phase_dir}").split() if n.startswith(".tmp-")]
+
     def mark_journal(self) -> None:
         self.cursor = self.out("journalctl -n 0 --show-cursor -q | sed -n 's/^-- cursor: //p'")
 
@@ -301,7 +305,11 @@ def test_a_corrupt_db_blocks_the_start_without_a_restart_loop(box: Vps, kind: st
         journal = box.journal()
         assert FLAG049 in journal, journal[-3000:]
         assert "status=3/" in journal
-        assert box.files("pre_session", ".*.tmp") == []
+        assert box.temp_files("pre_session") == [], "a refused start leaves no partial backup"
+        # Positive control: the same probe sees a temp file where there is one.
+        box.sh(f"touch {BACKUPS}/manual/.tmp-probe.db.1")
+        assert box.temp_files("manual") == [".tmp-probe.db.1"]
+        box.sh(f"rm -f {BACKUPS}/manual/.tmp-probe.db.1")
     finally:
         box.sh(f"systemctl reset-failed {UNIT} || true; rm -f {DB} {DB}-wal {DB}-shm; cp -a /root/good/* {RUNTIME}/db/")
     box.sh(f"systemctl start {UNIT}")
