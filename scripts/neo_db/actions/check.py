@@ -18,6 +18,7 @@ class GateReport:
     filesystem: str = "not checked"
     holders: str = "not checked"
     integrity_check: list[str] = dataclasses.field(default_factory=lambda: ["not run"])
+    structure_notes: list[str] = dataclasses.field(default_factory=list)
     db_present: bool = True
     seconds: float = 0.0
 
@@ -71,10 +72,13 @@ def gate_holders(cfg: Config, report: GateReport) -> None:
 
 
 def gate_structure(cfg: Config, report: GateReport) -> None:
-    problems = sqlitedb.structural_problems(cfg.db_path)
-    if problems:
-        report.integrity_check = problems
-        raise IntegrityError(problems)
+    structure = sqlitedb.check_structure(cfg.db_path)
+    for note in structure.notes:
+        log.warning("%s", note)
+    report.structure_notes = structure.notes
+    if structure.problems:
+        report.integrity_check = structure.problems
+        raise IntegrityError(structure.problems)
 
 
 def gate_integrity(cfg: Config, report: GateReport) -> None:
