@@ -131,3 +131,175 @@ def test_a_truncated_db_whose_hot_wal_lacks_the_missing_pages_is_still_corrupt(r
         r = runtime.cli(command)
         assert r.rc == 3, f"{command}: {r.err}"
         assert FLAG049 in r.err.splitlines() and "truncated" in r.err and "its -wal does not hold pages" in r.err
+
+
+# ---- item 8: damage in the middle of the -wal is silent loss; a torn tail is a crash ----
+
+# One commit per row, no checkpoint, then the writer SIGKILLs itself: every commit is in the -wal.
+# With "restart", a first batch fills the -wal, a checkpoint lets the next writer start it over
+# with new salts, and the second batch overwrites only its beginning: the older frames stay beyond.
+COMMITS_THEN_KILL = r"""
+import os, signal, sqlite3, sys
+db, commits, restart = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "restart"
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint=0")
+conn.execute("PRAGMA synchronous=NORMAL")
+if restart:
+    for i in range(commits * 3):
+        conn.execute("INSERT INTO trades(symbol, qty, note) VALUES (?, ?, ?)", (f"OLD{i % 5}", i, "o" * 100))
+    conn.execute("PRAGMA wal_checkpoint(RESTART)")
+for i in range(commits):
+    conn.execute("INSERT INTO trades(symbol, qty, note) VALUES (?, ?, ?)", (f"W{i % 11}", i, "w" * 100))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# A transaction bigger than the page cache spills frames into the -wal; rewriting a page that
+# is already there overwrites its frame in place (its stored checksum goes stale until the
+# commit rewrites the checksums). A kill before the commit leaves a bad frame followed by
+# intact frames with the current salts, and no commit after it: a normal crash, nothing lost.
+SPILL_THEN_KILL = r"""
+import os, signal, sqlite3, sys
+db = sys.argv[1]
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint=0")
+for i in range(50):
+    conn.execute("INSERT INTO trades(symbol, qty, note) VALUES (?, ?, ?)", ("S", i, "s" * 300))
+conn.execute("PRAGMA cache_size=5")
+conn.execute("BEGIN")
+conn.execute("UPDATE trades SET note = ?", ("b" * 3000,))
+conn.execute("UPDATE trades SET note = 'c' WHERE id = 1")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _run_killed(script: str, *args: str) -> None:
+    proc = subprocess.run([SYSTEM_PYTHON, "-c", script, *args], capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+def _frames(wal: Path) -> list[tuple[int, int, bytes]]:
+    """(offset, commit size, salts) of every whole frame."""
+    raw = wal.read_bytes()
+    psize = struct.unpack(">I", raw[8:12])[0]
+    step = 24 + psize
+    return [(off, struct.unpack(">I", raw[off + 4 : off + 8])[0], raw[off + 8 : off + 16]) for off in range(32, len(raw) - step + 1, step)]
+
+
+def _what_sqlite_keeps(db: Path, scratch: Path) -> tuple[int, int]:
+    """From a copy of the DB and its -wal: (rows SQLite recovers, frames it replays: its mxFrame)."""
+    copy = _copy_set(db, scratch, sides=("", "-wal"))
+    conn = sqlite3.connect(copy, isolation_level=None)
+    try:
+        rows = int(conn.execute("SELECT count(*) FROM trades").fetchone()[0])
+        _busy, replayed, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return rows, int(replayed)
+    finally:
+        conn.close()
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x20]))
+
+
+@pytest.mark.parametrize("where", ["middle byte", "seeded frame 0", "seeded frame 1", "seeded frame 2"])
+def test_a_flipped_byte_in_the_middle_of_the_wal_fails_closed_naming_what_sqlite_would_drop(
+    runtime: Runtime, tmp_path: Path, where: str
+) -> None:
+    base_rows, commits = 10, 1000
+    make_db(runtime.db, rows=base_rows)
+    _run_killed(COMMITS_THEN_KILL, str(runtime.db), str(commits), "no")
+    wal = Path(f"{runtime.db}-wal")
+    frames = _frames(wal)
+    assert sum(1 for _, commit, _ in frames if commit) == commits
+    psize = int.from_bytes(runtime.db.read_bytes()[16:18], "big")
+    if where == "middle byte":
+        offset = wal.stat().st_size // 2
+    else:
+        rng = random.Random(f"{SEED}-{where}")
+        frame_off = frames[rng.randrange(len(frames) // 10, len(frames) * 9 // 10)][0]
+        offset = frame_off + 24 + rng.randrange(psize)  # in the page, not the frame header
+    print(f"seed {SEED}, {where}: byte {offset} of {wal.stat().st_size} flipped ({len(frames)} frames)")
+    _flip(wal, offset)
+    rows, replayed = _what_sqlite_keeps(runtime.db, tmp_path / "reference")
+    lost_commits, lost_frames = base_rows + commits - rows, len(frames) - replayed
+    assert 0 < lost_commits < commits, "the flip must land among the commits"
+    wal_before = wal.read_bytes()
+
+    r = runtime.cli("check")
+    assert r.rc == 3, f"silent loss of {lost_commits} commits passed the gate:\n{r.err}"
+    assert FLAG049 in r.err.splitlines()
+    assert f"silently drop {lost_frames} frames holding {lost_commits} commits" in r.err, r.err
+    assert f"stop at frame {replayed} " in r.err
+
+    r = runtime.cli("session-start")
+    assert r.rc == 3 and FLAG049 in r.err.splitlines(), r.err
+    assert runtime.files("pre_session") == []
+    # The raw files are kept as they are, and a byte-for-byte copy of them is preserved.
+    assert wal.read_bytes() == wal_before
+    [raw] = [p for p in (runtime.backups / "abnormal_stop").iterdir() if p.name.endswith(".raw")]
+    assert (raw / wal.name).read_bytes() == wal_before
+    assert (raw / runtime.db.name).read_bytes() == runtime.db.read_bytes()
+    assert str(raw) in r.err
+    [session] = [p.name for p in (runtime.exports / "sessions").iterdir()]
+    health = runtime.health(session)
+    assert health["refused_start_raw_copy"] == str(raw)
+    # A retried start refuses again, and does not copy the same files a second time.
+    r = runtime.cli("session-start")
+    assert r.rc == 3 and str(raw) in r.err
+    assert [p for p in (runtime.backups / "abnormal_stop").iterdir() if p.name.endswith(".raw")] == [raw]
+
+
+TORN_TAILS = ["cut mid-frame", "garbage appended", "last frame half-written", "an older generation beyond, damaged"]
+
+
+@pytest.mark.parametrize("how", TORN_TAILS)
+def test_a_torn_tail_of_the_wal_still_passes(runtime: Runtime, tmp_path: Path, how: str) -> None:
+    make_db(runtime.db, rows=10)
+    _run_killed(COMMITS_THEN_KILL, str(runtime.db), "200", "restart" if "older" in how else "no")
+    wal = Path(f"{runtime.db}-wal")
+    frames = _frames(wal)
+    psize = int.from_bytes(runtime.db.read_bytes()[16:18], "big")
+    rng = random.Random(f"{SEED}-{how}")
+    print(f"seed {SEED}, {how}")
+    last_off = frames[-1][0]
+    if how == "cut mid-frame":
+        with open(wal, "r+b") as fh:
+            fh.truncate(last_off + 24 + psize // 2)
+    elif how == "garbage appended":
+        with open(wal, "ab") as fh:
+            fh.write(rng.randbytes(3 * (24 + psize)))
+    elif how == "last frame half-written":
+        with open(wal, "r+b") as fh:
+            fh.seek(last_off + 24 + psize // 2)
+            fh.write(rng.randbytes(psize // 2))
+    else:
+        current = frames[0][2]
+        older = [off for off, _, salts in frames if salts != current]
+        assert older, "the restart left no older frames beyond the current ones"
+        _flip(wal, older[len(older) // 2] + 24 + rng.randrange(psize))
+    rows, _ = _what_sqlite_keeps(runtime.db, tmp_path / "reference")
+
+    r = runtime.cli("check")
+    assert r.rc == 0, r.err
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    [pre] = runtime.files("pre_session")
+    assert count_rows(pre) == rows
+
+
+def test_a_kill_mid_transaction_that_rewrote_a_spilled_frame_in_place_passes(runtime: Runtime, tmp_path: Path) -> None:
+    make_db(runtime.db, rows=10)
+    _run_killed(SPILL_THEN_KILL, str(runtime.db))
+    wal = Path(f"{runtime.db}-wal")
+    rows, replayed = _what_sqlite_keeps(runtime.db, tmp_path / "reference")
+    assert rows == 10 + 50 and replayed < len(_frames(wal))
+    r = runtime.cli("check")
+    assert r.rc == 0, r.err
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    [pre] = runtime.files("pre_session")
+    assert count_rows(pre) == rows

@@ -55,10 +55,13 @@ class GateError(NeoDbError):
 class IntegrityError(GateError):
     exit_code = INTEGRITY
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], *, preserve_raw: bool = False) -> None:
         detail = "\n".join(f"  {e}" for e in errors)
         super().__init__(f"{INTEGRITY_MESSAGE}\nSQLite reported:\n{detail}")
         self.errors = errors
+        # The raw files hold what no copy through SQLite would (commits after damage in the
+        # -wal): session-start copies them byte for byte before refusing.
+        self.preserve_raw = preserve_raw
 
 
 class NetworkFilesystemError(GateError):

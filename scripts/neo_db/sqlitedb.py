@@ -46,10 +46,11 @@ def sqlite_version() -> str:
 def _wal_checksum(data: bytes, big_endian: bool, s0: int = 0, s1: int = 0) -> tuple[int, int]:
     """SQLite's WAL checksum of data (a multiple of 8 bytes), continuing from (s0, s1)."""
     words = struct.unpack((">" if big_endian else "<") + f"{len(data) // 4}I", data)
+    mask = 0xFFFFFFFF
     pairs = iter(words)
     for a, b in zip(pairs, pairs, strict=True):
-        s0 = (s0 + a + s1) & 0xFFFFFFFF
-        s1 = (s1 + b + s0) & 0xFFFFFFFF
+        s0 = (s0 + a + s1) & mask
+        s1 = (s1 + b + s0) & mask
     return s0, s1
 
 
@@ -255,6 +256,8 @@ def check_structure(db_path: Path) -> Structure:
                 problems.append(f"{db_path}: size {size} is not a whole number of {psize}-byte pages (truncated?){gap}")
             if short:
                 problems.append(f"{db_path}: the header records {header_pages} pages but the file holds {file_pages} (truncated){gap}")
+    if wal is not None and wal.damaged_in_the_middle:
+        problems.append(wal_damage_message(wal))
     return Structure(problems, notes, wal)
 
 

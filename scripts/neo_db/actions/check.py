@@ -78,7 +78,7 @@ def gate_structure(cfg: Config, report: GateReport) -> None:
     report.structure_notes = structure.notes
     if structure.problems:
         report.integrity_check = structure.problems
-        raise IntegrityError(structure.problems)
+        raise IntegrityError(structure.problems, preserve_raw=structure.wal_damaged)
 
 
 def gate_integrity(cfg: Config, report: GateReport) -> None:
