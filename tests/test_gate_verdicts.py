@@ -303,3 +303,107 @@ def test_a_kill_mid_transaction_that_rewrote_a_spilled_frame_in_place_passes(run
     assert r.rc == 0, r.err
     [pre] = runtime.files("pre_session")
     assert count_rows(pre) == rows
+
+
+# ---- item 9: a symlinked db_path: SQLite's -wal and -shm sit beside the real file ----
+
+
+def _symlinked(runtime: Runtime, rows: int = 200) -> Path:
+    """The DB in another directory, db_path a symlink to it (as an operator who moved it to a bigger disk)."""
+    real = runtime.root / "bigdisk" / runtime.db.name
+    real.parent.mkdir()
+    make_db(real, rows=rows)
+    runtime.db.symlink_to(real)
+    return real
+
+
+def _hot_wal(db: Path, writer_factory, commits: int = 100) -> list[int]:
+    w = writer_factory(db, rate=0)
+    w.wait_commits(commits)
+    w.kill()
+    return w.committed()
+
+
+def test_a_symlinked_db_path_has_its_wal_checked_beside_the_real_file(runtime: Runtime) -> None:
+    real = _symlinked(runtime)
+    assert runtime.cli("check").rc == 0  # the positive control: the same link, no -wal
+    Path(f"{real}-wal").write_bytes(random.Random(SEED).randbytes(65536))
+    assert not Path(f"{runtime.db}-wal").exists()
+    for command in ("check", "session-start"):
+        r = runtime.cli(command)
+        assert r.rc == 3, f"{command}: a garbage -wal beside the real file passed:\n{r.err}"
+        assert FLAG049 in r.err.splitlines() and f"{real}-wal" in r.err
+
+
+def test_a_symlinked_db_path_has_the_holders_of_the_real_files_named(runtime: Runtime, writer_factory) -> None:
+    real = _symlinked(runtime)
+    _hot_wal(runtime.db, writer_factory)
+    assert Path(f"{real}-wal").stat().st_size > 0 and runtime.cli("check").rc == 0
+    holder = subprocess.Popen(
+        [SYSTEM_PYTHON, "-c", f"import time; f = open({f'{real}-wal'!r}, 'rb'); print('ok', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        r = runtime.cli("check")
+        assert r.rc == 5, f"a process holding the real -wal was not seen:\n{r.err}"
+        assert f"PID {holder.pid}" in r.err and f"{real}-wal" in r.err
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    assert runtime.cli("check").rc == 0
+
+
+def test_a_symlinked_db_path_has_the_real_wal_preserved_after_an_abnormal_stop(runtime: Runtime, writer_factory) -> None:
+    real = _symlinked(runtime)
+    assert runtime.cli("session-start").rc == 0
+    committed = set(_hot_wal(runtime.db, writer_factory, 300))
+    wal_bytes = Path(f"{real}-wal").read_bytes()
+    assert runtime.stop("killed", "KILL", "signal").rc == 0
+    [copy] = runtime.files("abnormal_stop")
+    raw = copy.with_suffix(".raw")
+    assert (raw / f"{real.name}-wal").read_bytes() == wal_bytes, "the raw copy misses the -wal"
+    assert (raw / real.name).read_bytes() == real.read_bytes()
+    conn = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    assert committed <= {r[0] for r in conn.execute("SELECT seq FROM ticks")}
+    conn.close()
+
+
+def test_restore_through_a_symlinked_db_path_replaces_the_real_file_and_keeps_the_link(runtime: Runtime, writer_factory) -> None:
+    real = _symlinked(runtime)
+    assert runtime.cli("backup", "--phase", "manual").rc == 0
+    [backup] = runtime.files("manual")
+    _hot_wal(runtime.db, writer_factory)
+    old = {side: Path(f"{real}{side}").read_bytes() for side in ("", "-wal", "-shm")}
+    r = runtime.cli("restore", backup.name, "--yes", "--json")
+    assert r.rc == 0, r.err
+    assert runtime.db.is_symlink() and runtime.db.resolve() == real, "the link itself was replaced"
+    assert real.is_file() and not Path(f"{real}-wal").exists(), "the old -wal was left beside the restored DB"
+    assert count_rows(real) == 200
+    quarantine = Path(r.json["quarantine"])
+    for side, data in old.items():
+        assert (quarantine / f"{real.name}{side}").read_bytes() == data, f"{side or 'the DB'} was not quarantined"
+    assert runtime.cli("check").rc == 0
+
+
+def test_a_symlinked_db_path_that_loops_or_dangles_is_named(runtime: Runtime) -> None:
+    target = runtime.root / "bigdisk" / runtime.db.name
+    runtime.db.symlink_to(target)  # dangling: the DB is missing, and both names say where
+    r = runtime.cli("check")
+    assert r.rc == 6 and str(runtime.db) in r.err and str(target) in r.err, r.err
+    runtime.db.unlink()
+    runtime.db.symlink_to(runtime.db)
+    r = runtime.cli("check")
+    assert r.rc == 2 and "'db_path'" in r.err and "symlink" in r.err and "Traceback" not in r.err, r.err
+    r = runtime.cli("config", "validate", str(runtime.config_path))
+    assert r.rc == 2 and "symlink" in r.err
+
+
+def test_config_validate_refuses_backups_beside_the_real_file_of_a_symlinked_db_path(runtime: Runtime) -> None:
+    real = _symlinked(runtime)
+    assert runtime.cli("config", "validate", str(runtime.config_path)).rc == 0
+    runtime.write_config(backup_dir=str(real.parent / "backups"))
+    r = runtime.cli("config", "validate", str(runtime.config_path))
+    assert r.rc == 2 and "'backup_dir'" in r.err and f"inside the DB's directory {str(real.parent)!r}" in r.err, r.err

@@ -53,7 +53,7 @@ def gate_present(cfg: Config, report: GateReport, allow_missing: bool) -> bool:
         report.integrity_check = ["skipped: no DB yet (first run)"]
         return False
     raise DbMissingError(
-        f"the DB {cfg.db_path} does not exist — session aborted",
+        f"the DB {cfg.db_label} does not exist — session aborted",
         hint="restore the last known-good backup ('neo-db list', then 'neo-db restore NAME'), "
         "or pass --allow-missing for the very first run",
     )
