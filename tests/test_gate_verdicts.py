@@ -8,17 +8,20 @@ compared with what SQLite itself recovers from a copy of them.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
 import sqlite3
 import struct
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import FLAG049, SYSTEM_PYTHON, Runtime, count_rows, make_db
+from conftest import FLAG049, NEO_DB, SYSTEM_PYTHON, Result, Runtime, count_rows, make_db
 
 SEED = 12  # every random choice below comes from this seed
 
@@ -407,3 +410,145 @@ def test_config_validate_refuses_backups_beside_the_real_file_of_a_symlinked_db_
     runtime.write_config(backup_dir=str(real.parent / "backups"))
     r = runtime.cli("config", "validate", str(runtime.config_path))
     assert r.rc == 2 and "'backup_dir'" in r.err and f"inside the DB's directory {str(real.parent)!r}" in r.err, r.err
+
+
+# ---- item 10: a permission problem is not corruption ----
+
+USER = "nobody"
+
+
+@pytest.fixture
+def shared_runtime() -> Iterator[Runtime]:
+    """A runtime that another user can reach: pytest's own tmp dirs are 0700 root.
+
+    The DB's directory and the DB belong to root (0755, 0644): readable by anyone, writable
+    by root only. The state, backup and export dirs belong to the test user.
+    """
+    top = Path(tempfile.mkdtemp(prefix="neo-perm-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        root = top / "runtime"
+        (root / "db").mkdir(parents=True)
+        (root / "db").chmod(0o755)
+        for name in ("backups", "exports", "state"):
+            (root / name).mkdir()
+            shutil.chown(root / name, USER)
+        rt = Runtime(root, top / "db_safeguards.yml")
+        rt.write_config(
+            db_path=str(root / "db" / "neo_live_stage1.db"),
+            backup_dir=str(root / "backups"),
+            exports_dir=str(root / "exports"),
+            state_dir=str(root / "state"),
+        )
+        rt.config_path.chmod(0o644)
+        yield rt
+    finally:
+        shutil.rmtree(top)
+
+
+def as_user(runtime: Runtime, *args: str) -> Result:
+    proc = subprocess.run(
+        ["runuser", "-u", USER, "--", SYSTEM_PYTHON, str(NEO_DB), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=runtime.env(),
+        timeout=120,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _hot_wal_as_root(db: Path) -> None:
+    _run_killed(COMMITS_THEN_KILL, str(db), "20", "no")
+
+
+def _dir_not_writable(db: Path) -> tuple[str, str]:
+    return str(db.parent), "write"  # as made: root's 0755, and no -shm yet (a clean stop removed it)
+
+
+def _db_unreadable(db: Path) -> tuple[str, str]:
+    db.chmod(0o600)
+    return str(db), "read"
+
+
+def _dir_not_searchable(db: Path) -> tuple[str, str]:
+    db.parent.chmod(0o700)
+    return str(db.parent), "search"
+
+
+def _wal_unreadable(db: Path) -> tuple[str, str]:
+    _hot_wal_as_root(db)
+    Path(f"{db}-wal").chmod(0o600)
+    return f"{db}-wal", "read"
+
+
+PERMISSION_PROBLEMS = {
+    "DB dir not writable, no -shm": _dir_not_writable,
+    "DB file unreadable": _db_unreadable,
+    "DB dir not searchable": _dir_not_searchable,
+    "-wal unreadable": _wal_unreadable,
+}
+
+
+@pytest.mark.parametrize("how", list(PERMISSION_PROBLEMS))
+def test_a_permission_problem_is_named_with_its_own_exit_code_not_flag049(shared_runtime: Runtime, how: str) -> None:
+    rt = shared_runtime
+    make_db(rt.db)
+    path, permission = PERMISSION_PROBLEMS[how](rt.db)
+    before = {p.name: p.read_bytes() for p in rt.db.parent.iterdir()}
+    for command in ("check", "session-start"):
+        r = as_user(rt, command)
+        assert r.rc == 8, f"{command} as {USER}, {how}: rc={r.rc}\n{r.err}"
+        assert FLAG049 not in r.err and "Traceback" not in r.err and "internal error" not in r.err
+        assert f"{path}: no {permission} permission" in r.err and USER in r.err, r.err
+        assert "not corruption" in r.err
+    assert rt.files("pre_session") == []
+    assert {p.name: p.read_bytes() for p in rt.db.parent.iterdir()} == before, "the live files were touched"
+    # The positive control: the same user, given the permission, passes.
+    shutil.chown(rt.db.parent, USER)
+    rt.db.parent.chmod(0o755)
+    for p in rt.db.parent.iterdir():
+        p.chmod(0o644)
+    for command in ("check", "session-start"):
+        r = as_user(rt, command)
+        assert r.rc == 0, f"{command} as {USER} with the permission: {r.err}"
+
+
+def test_corruption_read_by_a_user_with_every_permission_is_still_exit_3(shared_runtime: Runtime) -> None:
+    rt = shared_runtime
+    make_db(rt.db, rows=2000)
+    shutil.chown(rt.db.parent, USER)
+    data = bytearray(rt.db.read_bytes())
+    data[int.from_bytes(data[16:18], "big")] = 0x07  # page 2: not a b-tree page type
+    rt.db.write_bytes(bytes(data))
+    for command in ("check", "session-start"):
+        r = as_user(rt, command)
+        assert r.rc == 3 and FLAG049 in r.err.splitlines(), f"{command}: {r.err}"
+
+
+def test_sqlites_own_access_errors_are_never_called_corruption(shared_runtime: Runtime) -> None:
+    # Behind the access pre-check, SQLite's own answer decides too: what check_file returns for
+    # a user who may not write the DB's directory is an access refusal (8), and what it returns
+    # for a damaged DB stays an integrity failure (3).
+    from neo_db import config, sqlitedb
+    from neo_db.actions import check
+    from neo_db.errors import IntegrityError, PermissionProblemError
+
+    rt = shared_runtime
+    make_db(rt.db)
+    probe = (
+        f"import json, sys; sys.path.insert(0, {str(NEO_DB.parent)!r}); "
+        "from neo_db import sqlitedb; print(json.dumps(sqlitedb.check_file(sys.argv[1])))"
+    )
+    out = subprocess.run(["runuser", "-u", USER, "--", SYSTEM_PYTHON, "-c", probe, str(rt.db)], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result[0].startswith("SQLITE_READONLY_DIRECTORY"), result
+    cfg = config.load(rt.config_path)
+    assert isinstance(check.refusal(cfg, check.GateReport(), result), PermissionProblemError)
+
+    data = bytearray(rt.db.read_bytes())
+    data[int.from_bytes(data[16:18], "big")] = 0x07
+    rt.db.write_bytes(bytes(data))
+    result = sqlitedb.check_file(rt.db)
+    assert result != ["ok"] and sqlitedb.access_error(result) is None
+    assert isinstance(check.refusal(cfg, check.GateReport(), result), IntegrityError)

@@ -9,8 +9,11 @@ only to copies that it created itself.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
+import pwd
 import sqlite3
+import stat
 import struct
 import time
 import urllib.parse
@@ -307,6 +310,92 @@ def wal_problems(wal_path: Path, db_page_size: int) -> list[str]:
     return []
 
 
+# SQLite errors that say "this user may not", never "this file is damaged".
+ACCESS_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_READONLY")
+
+
+def access_error(result: list[str]) -> str | None:
+    """The line of an integrity result (see check_file) that is an access error, if it is one."""
+    if len(result) == 1 and result[0].split(":", 1)[0].startswith(ACCESS_ERRORS):
+        return result[0]
+    return None
+
+
+def user_name(uid: int | None = None) -> str:
+    uid = os.geteuid() if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _owner_and_mode(path: Path) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "owner and mode unknown"
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"owner {user_name(st.st_uid)}:{group}, mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def unsearchable_dir(path: Path) -> Path | None:
+    """The first directory on the way to path that this user may not enter (no x permission)."""
+    for directory in reversed(path.parents):
+        if not os.access(directory, os.X_OK):
+            return directory
+    return None
+
+
+def access_problems(db_path: Path) -> list[str]:
+    """What this user lacks for SQLite to open the DB read-only, each naming the path and the permission.
+
+    Checked before SQLite runs, because SQLite's own answers (SQLITE_READONLY_DIRECTORY,
+    "unable to open database file") say nothing of which file or which permission:
+    * every directory on the way must be searchable;
+    * the DB, and its -wal and -shm where they exist, must be readable;
+    * for a WAL-mode DB without a -wal or -shm, SQLite creates them: the directory must be
+      writable (a read-only connection never writes the DB itself).
+    """
+    user = user_name()
+    blocked = unsearchable_dir(db_path)
+    if blocked is not None:
+        return [f"{blocked}: no search permission (x) on the directory for {user} ({_owner_and_mode(blocked)})"]
+    problems: list[str] = []
+    header = b""
+    sides = (Path(f"{db_path}-wal"), Path(f"{db_path}-shm"))
+    for path in (db_path, *sides):
+        try:
+            with open(path, "rb") as fh:
+                if path == db_path:
+                    header = fh.read(100)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            problems.append(f"{path}: no read permission for {user} ({_owner_and_mode(path)})")
+        except OSError:
+            continue  # not a permission matter: the checks after this one say what it is
+    if problems:
+        return problems
+    missing = [p.name for p in sides if not p.exists()]
+    wal_mode = len(header) >= 20 and header.startswith(SQLITE_MAGIC) and 2 in (header[18], header[19])
+    directory = db_path.parent
+    if wal_mode and missing and not os.access(directory, os.W_OK):
+        try:
+            read_only_fs = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only_fs = False
+        why = (
+            "on a read-only filesystem"
+            if read_only_fs
+            else f"no write permission on the directory for {user} ({_owner_and_mode(directory)})"
+        )
+        problems.append(f"{directory}: {why}: SQLite must create {' and '.join(missing)} there to read this WAL-mode DB")
+    return problems
+
+
 def integrity_check(conn: sqlite3.Connection, max_errors: int = 20) -> list[str]:
     """Run PRAGMA integrity_check with the file memory-mapped. Returns ['ok'] or the errors."""
     conn.execute(f"PRAGMA mmap_size={MMAP_MAX}")
@@ -319,7 +408,7 @@ def check_file(path: Path, max_errors: int = 20) -> list[str]:
     try:
         conn = open_readonly(path)
     except sqlite3.Error as exc:
-        return [f"cannot open: {exc}"]
+        return [f"{getattr(exc, 'sqlite_errorname', 'error')}: cannot open: {exc}"]
     try:
         return integrity_check(conn, max_errors)
     except sqlite3.Error as exc:

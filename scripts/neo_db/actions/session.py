@@ -168,10 +168,11 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         try:
-            first_run = allow_missing or (not cfg.db_path.exists() and _first_run(cfg))
+            first_run = allow_missing or (not os.path.exists(cfg.db_path) and _first_run(cfg))
             check.gate_filesystem(cfg, report)
             present = check.gate_present(cfg, report, first_run)
             if present:
+                check.gate_access(cfg, report)
                 check.gate_holders(cfg, report)
                 check.gate_structure(cfg, report)
                 _integrity_and_pre_backup(cfg, session, report, block, timings)
@@ -291,8 +292,7 @@ def _integrity_and_pre_backup(
                 cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup, source_check=source_check
             )
         except backup.BackupNotIntact as exc:
-            report.integrity_check = exc.errors
-            raise IntegrityError(exc.errors) from None
+            raise check.refusal(cfg, report, exc.errors) from None
         except backup.BackupFailed as exc:
             if exc.source_corrupt:
                 report.integrity_check = [exc.message]
@@ -305,7 +305,7 @@ def _integrity_and_pre_backup(
             if source_check is not None:
                 report.integrity_check = source_check.result()
                 if report.integrity_check != ["ok"]:
-                    raise IntegrityError(report.integrity_check) from None
+                    raise check.refusal(cfg, report, report.integrity_check) from None
             elif cfg.integrity_check_on_startup:
                 check.gate_integrity(cfg, report)
             else:
