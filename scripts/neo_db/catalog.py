@@ -171,7 +171,7 @@ def snapshot_entries(cfg: Config) -> list[Entry]:
         except ValueError:
             continue
         snap = Path(item.path)
-        db = snap / "db" / cfg.db_path.name
+        db = snap / "db" / cfg.db_name
         meta = snap / METADATA
         entry = Entry("timed", None, ts, item.name, directory, snapshot_dir=snap)
         if db.is_file() and not db.is_symlink():

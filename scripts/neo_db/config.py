@@ -67,11 +67,25 @@ class Config:
     snapshot_notes: tuple[str, ...] = ()
     # The timer that takes the timed backups (what `confirm` checks in the snapshots layout).
     backup_timer: str = "neo-db-archive.timer"
+    # The db_path as configured, when it is (or runs through) a symlink. db_path itself is then
+    # the real file, resolved once at load: SQLite keeps the -wal and -shm beside the real
+    # file, so every check, copy, holder probe and restore works there.
+    db_link: Path | None = None
     source: str = "<defaults>"
 
     @property
+    def db_name(self) -> str:
+        """The DB's name in backup names: as configured (a symlink's target may be named otherwise)."""
+        return (self.db_link or self.db_path).name
+
+    @property
     def db_stem(self) -> str:
-        return self.db_path.stem
+        return Path(self.db_name).stem
+
+    @property
+    def db_label(self) -> str:
+        """db_path for a message: the real file, and the configured symlink that leads there."""
+        return f"{self.db_path} (db_path {self.db_link} is a symlink to it)" if self.db_link else str(self.db_path)
 
     def summary_path(self, session: str) -> Path | None:
         if not self.session_summary_path:
@@ -309,16 +323,25 @@ def validate(data: Any, source: str) -> Config:
     db_path = values.get("db_path")
     if isinstance(db_path, str):
         db_dir = os.path.dirname(os.path.normpath(db_path))
+        real = os.path.realpath(db_path)
         if os.path.normpath(db_path).endswith(("-wal", "-shm", "-journal")):
             problems.append(f"key 'db_path': value {_show(db_path)} names a SQLite side file; name the database itself")
+        if os.path.islink(real):
+            problems.append(
+                f"key 'db_path': value {_show(db_path)} is a symlink that never reaches a file (a loop at {real!r}); "
+                "expected the database itself, or a symlink that leads to it"
+            )
         for key in ("backup_dir", "exports_dir"):
             other = values.get(key)
-            if isinstance(other, str) and _is_within(other, db_dir):
-                problems.append(
-                    f"key '{key}': value {_show(other)} is inside the DB's directory {db_dir!r}; "
-                    f"expected a directory outside it, so copies never sit beside the live DB "
-                    f"(e.g. {os.path.join(os.path.dirname(db_dir), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
-                )
+            for where in dict.fromkeys((db_dir, os.path.dirname(real))):
+                if isinstance(other, str) and _is_within(other, where):
+                    problems.append(
+                        f"key '{key}': value {_show(other)} is inside the DB's directory {where!r}"
+                        + ("" if where == db_dir else f" (where the symlink db_path {db_path!r} leads)")
+                        + "; expected a directory outside it, so copies never sit beside the live DB "
+                        f"(e.g. {os.path.join(os.path.dirname(where), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
+                    )
+                    break
     if values.get("extra_files") and values.get("layout", "phases") != "snapshots":
         problems.append(
             "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"
@@ -328,7 +351,12 @@ def validate(data: Any, source: str) -> Config:
 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("db_path", "backup_dir", "exports_dir", "state_dir", "unit_dir") or (key == "hetzner_fact_path" and value):
+        if key == "db_path":
+            configured = Path(os.path.normpath(value))
+            kwargs[key] = Path(os.path.realpath(configured))
+            if kwargs[key] != configured:
+                kwargs["db_link"] = configured
+        elif key in ("backup_dir", "exports_dir", "state_dir", "unit_dir") or (key == "hetzner_fact_path" and value):
             kwargs[key] = Path(os.path.normpath(value))
         elif key in {"clean_exit_statuses", "snapshot_notes"}:
             kwargs[key] = tuple(value)

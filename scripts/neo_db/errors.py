@@ -1,6 +1,6 @@
 """Exit codes and the exceptions that carry them.
 
-systemd's ``RestartPreventExitStatus=`` lists the gate codes (3 to 6), so a
+systemd's ``RestartPreventExitStatus=`` lists the gate codes (3 to 6, and 8), so a
 session that fails closed is not restarted in a loop.
 """
 
@@ -14,8 +14,9 @@ NETWORK_FS = 4  # the DB sits on a network filesystem
 DB_IN_USE = 5  # another process has the DB, -wal or -shm open
 DB_MISSING = 6  # the DB does not exist (and this is not a first run)
 LOCKED = 7  # another neo-db run holds the state lock
+PERMISSION = 8  # this user may not read the DB as SQLite must (not corruption: no restore)
 
-GATE_EXIT_CODES = (INTEGRITY, NETWORK_FS, DB_IN_USE, DB_MISSING)
+GATE_EXIT_CODES = (INTEGRITY, NETWORK_FS, DB_IN_USE, DB_MISSING, PERMISSION)
 
 INTEGRITY_MESSAGE = "DB integrity check failed — session aborted. Run a backup or restore from last known-good backup before continuing."
 
@@ -55,10 +56,13 @@ class GateError(NeoDbError):
 class IntegrityError(GateError):
     exit_code = INTEGRITY
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], *, preserve_raw: bool = False) -> None:
         detail = "\n".join(f"  {e}" for e in errors)
         super().__init__(f"{INTEGRITY_MESSAGE}\nSQLite reported:\n{detail}")
         self.errors = errors
+        # The raw files hold what no copy through SQLite would (commits after damage in the
+        # -wal): session-start copies them byte for byte before refusing.
+        self.preserve_raw = preserve_raw
 
 
 class NetworkFilesystemError(GateError):
@@ -71,6 +75,13 @@ class DbInUseError(GateError):
 
 class DbMissingError(GateError):
     exit_code = DB_MISSING
+
+
+class PermissionProblemError(GateError):
+    """This user lacks a permission SQLite needs to read the live DB. Not corruption: the
+    FLAG-049 message would send the operator to restore and lose the session's commits."""
+
+    exit_code = PERMISSION
 
 
 class LockedError(NeoDbError):

@@ -275,7 +275,7 @@ def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict
             os.replace(raw_tmp, raw_final)
             fsutil.fsync_dir(directory)
             kept["raw_copy"] = str(raw_final)
-            log.info("abnormal stop: raw files preserved in %s", raw_final)
+            log.info("raw files preserved in %s (%s)", raw_final, trigger)
         except OSError as exc:
             shutil.rmtree(raw_tmp, ignore_errors=True)
             warnings.append(f"raw copy into {directory} failed: {exc.strerror or exc}; nothing partial was kept")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import stat
 import time
 
 from .. import fsutil, holders, sqlitedb
 from ..config import Config
-from ..errors import DbInUseError, DbMissingError, IntegrityError, NetworkFilesystemError
+from ..errors import DbInUseError, DbMissingError, GateError, IntegrityError, NetworkFilesystemError, PermissionProblemError
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +18,10 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class GateReport:
     filesystem: str = "not checked"
+    access: str = "not checked"
     holders: str = "not checked"
     integrity_check: list[str] = dataclasses.field(default_factory=lambda: ["not run"])
+    structure_notes: list[str] = dataclasses.field(default_factory=list)
     db_present: bool = True
     seconds: float = 0.0
 
@@ -26,9 +30,9 @@ class GateReport:
 
 
 def gate_filesystem(cfg: Config, report: GateReport) -> None:
-    where = cfg.db_path if cfg.db_path.exists() else cfg.db_path.parent
+    where = cfg.db_path if os.path.exists(cfg.db_path) else cfg.db_path.parent
     probe = where
-    while not probe.exists() and probe != probe.parent:
+    while not os.path.exists(probe) and probe != probe.parent:
         probe = probe.parent
     remote = fsutil.network_filesystem(probe)
     if remote:
@@ -42,9 +46,15 @@ def gate_filesystem(cfg: Config, report: GateReport) -> None:
 
 
 def gate_present(cfg: Config, report: GateReport, allow_missing: bool) -> bool:
-    if cfg.db_path.is_file():
+    try:
+        mode: int | None = os.stat(cfg.db_path).st_mode
+    except PermissionError:  # a directory on the way may not be entered: that is not "missing"
+        raise access_refusal(cfg, report, sqlitedb.access_problems(cfg.db_path) or [f"{cfg.db_path}: permission denied"]) from None
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISREG(mode):
         return True
-    if cfg.db_path.exists():
+    if mode is not None:
         raise DbMissingError(f"{cfg.db_path} exists but is not a regular file")
     report.db_present = False
     if allow_missing:
@@ -52,10 +62,39 @@ def gate_present(cfg: Config, report: GateReport, allow_missing: bool) -> bool:
         report.integrity_check = ["skipped: no DB yet (first run)"]
         return False
     raise DbMissingError(
-        f"the DB {cfg.db_path} does not exist — session aborted",
+        f"the DB {cfg.db_label} does not exist — session aborted",
         hint="restore the last known-good backup ('neo-db list', then 'neo-db restore NAME'), "
         "or pass --allow-missing for the very first run",
     )
+
+
+def access_refusal(cfg: Config, report: GateReport, problems: list[str]) -> PermissionProblemError:
+    """Exit 8, naming each path and the permission it lacks: not the FLAG-049 message (that sends to restore)."""
+    user = sqlitedb.user_name()
+    report.access = "REFUSED: " + "; ".join(problems)
+    lines = "\n".join(f"  {p}" for p in problems)
+    return PermissionProblemError(
+        f"neo-db, running as {user}, may not read the live DB {cfg.db_label} as SQLite must — session aborted. "
+        f"This is a permission problem, not corruption: the DB was not checked, and a restore would not help:\n{lines}",
+        hint=f"give {user} the permission named above, or run neo-db as the engine's user (who owns the DB directory); then start again",
+    )
+
+
+def gate_access(cfg: Config, report: GateReport) -> None:
+    """Before anything opens the DB: may this user read it the way SQLite must? (exit 8, not 3)"""
+    problems = sqlitedb.access_problems(cfg.db_path)
+    if problems:
+        raise access_refusal(cfg, report, problems)
+    report.access = "ok"
+
+
+def refusal(cfg: Config, report: GateReport, result: list[str]) -> GateError:
+    """The error for a failed integrity_check of the live DB: SQLite's access errors are exit 8, the rest exit 3."""
+    report.integrity_check = result
+    denied = sqlitedb.access_error(result)
+    if denied:
+        return access_refusal(cfg, report, [*sqlitedb.access_problems(cfg.db_path), f"{cfg.db_path}: SQLite: {denied}"])
+    return IntegrityError(result)
 
 
 def gate_holders(cfg: Config, report: GateReport) -> None:
@@ -71,17 +110,20 @@ def gate_holders(cfg: Config, report: GateReport) -> None:
 
 
 def gate_structure(cfg: Config, report: GateReport) -> None:
-    problems = sqlitedb.structural_problems(cfg.db_path)
-    if problems:
-        report.integrity_check = problems
-        raise IntegrityError(problems)
+    structure = sqlitedb.check_structure(cfg.db_path)
+    for note in structure.notes:
+        log.warning("%s", note)
+    report.structure_notes = structure.notes
+    if structure.problems:
+        report.integrity_check = structure.problems
+        raise IntegrityError(structure.problems, preserve_raw=structure.wal_damaged)
 
 
 def gate_integrity(cfg: Config, report: GateReport) -> None:
     result = sqlitedb.check_file(cfg.db_path, cfg.integrity_max_errors)
     report.integrity_check = result
     if result != ["ok"]:
-        raise IntegrityError(result)
+        raise refusal(cfg, report, result)
 
 
 def run_gates(cfg: Config, *, allow_missing: bool, integrity: bool = True) -> GateReport:
@@ -92,6 +134,7 @@ def run_gates(cfg: Config, *, allow_missing: bool, integrity: bool = True) -> Ga
         gate_filesystem(cfg, report)
         if not gate_present(cfg, report, allow_missing):
             return report
+        gate_access(cfg, report)
         gate_holders(cfg, report)
         gate_structure(cfg, report)
         if integrity:

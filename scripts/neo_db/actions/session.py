@@ -168,10 +168,11 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         try:
-            first_run = allow_missing or (not cfg.db_path.exists() and _first_run(cfg))
+            first_run = allow_missing or (not os.path.exists(cfg.db_path) and _first_run(cfg))
             check.gate_filesystem(cfg, report)
             present = check.gate_present(cfg, report, first_run)
             if present:
+                check.gate_access(cfg, report)
                 check.gate_holders(cfg, report)
                 check.gate_structure(cfg, report)
                 _integrity_and_pre_backup(cfg, session, report, block, timings)
@@ -180,6 +181,8 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
                 block["warnings"].append("no DB yet (first run): no integrity check and no pre-session backup")
         except GateError as exc:
             report.seconds = round(time.monotonic() - t0, 3)
+            if isinstance(exc, IntegrityError) and exc.preserve_raw:
+                _preserve_refused(cfg, session, block, exc)
             block["integrity_check"] = (
                 _summary(report.integrity_check) if isinstance(exc, IntegrityError) else f"not run: {type(exc).__name__}"
             )
@@ -211,6 +214,49 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
             block.get("pre_session_backup") or "none",
         )
         return StartOutcome(session, block)
+
+
+def _fingerprint(cfg: Config) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for path in (cfg.db_path, Path(f"{cfg.db_path}-wal")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out[path.name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _preserve_refused(cfg: Config, session: str, block: dict[str, Any], exc: IntegrityError) -> None:
+    """A refusal whose evidence lives only in the raw files (commits after damage in the -wal).
+
+    A read-write open of the live DB (the engine, the sqlite3 shell) would replay the -wal up
+    to the damage, checkpoint and delete it, and the later commits with it. So the raw DB,
+    -wal and -shm are copied byte for byte into abnormal_stop/ before the start is refused,
+    once per state of the files (a retried start does not copy the same files again).
+    """
+    fingerprint = _fingerprint(cfg)
+    kept_in = block.get("refused_start_raw_copy")
+    if kept_in and block.get("refused_start_fingerprint") == fingerprint and Path(str(kept_in)).is_dir():
+        log.error("the raw DB, -wal and -shm as they are now were preserved by an earlier refused start in %s", kept_in)
+        exc.hint = f"the raw files are preserved in {kept_in}; keep them until the commits after the damage are recovered"
+        return
+    stop = {
+        "classification": "refused_start",
+        "detail": f"session {session} was refused: the -wal is damaged in the middle; preserving the raw files before anything else",
+        "found_by": session,
+    }
+    kept, warnings = backup.preserve_abnormal(cfg, session, "session-start-refused", stop)
+    block["refused_start_raw_copy"] = kept.get("raw_copy")
+    block["refused_start_backup"] = kept.get("backup")
+    block["refused_start_fingerprint"] = fingerprint
+    block.setdefault("warnings", []).extend(warnings)
+    if kept.get("raw_copy"):
+        log.error("the raw DB, -wal and -shm are preserved byte for byte in %s", kept["raw_copy"])
+        exc.hint = (
+            f"the raw files are preserved in {kept['raw_copy']} (and what SQLite keeps, in {kept.get('backup') or 'no copy'}); "
+            "the commits after the damage exist only in the raw -wal: keep it until they are recovered"
+        )
 
 
 def _summary(result: list[str]) -> str:
@@ -246,8 +292,7 @@ def _integrity_and_pre_backup(
                 cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup, source_check=source_check
             )
         except backup.BackupNotIntact as exc:
-            report.integrity_check = exc.errors
-            raise IntegrityError(exc.errors) from None
+            raise check.refusal(cfg, report, exc.errors) from None
         except backup.BackupFailed as exc:
             if exc.source_corrupt:
                 report.integrity_check = [exc.message]
@@ -260,7 +305,7 @@ def _integrity_and_pre_backup(
             if source_check is not None:
                 report.integrity_check = source_check.result()
                 if report.integrity_check != ["ok"]:
-                    raise IntegrityError(report.integrity_check) from None
+                    raise check.refusal(cfg, report, report.integrity_check) from None
             elif cfg.integrity_check_on_startup:
                 check.gate_integrity(cfg, report)
             else:

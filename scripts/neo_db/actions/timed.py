@@ -47,7 +47,7 @@ def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) 
         raise BackupFailed(f"backup dir {directory}: {exc}") from None
     final, started_at = _free_dir(directory, now)
     tmp = fsutil.tmp_path_for(final)
-    db_rel = f"db/{cfg.db_path.name}"
+    db_rel = f"db/{cfg.db_name}"
     t0 = time.monotonic()
     try:
         os.mkdir(tmp, 0o750)
