@@ -50,3 +50,11 @@ def test_the_installed_package_zip_is_reproducible_and_runs(tmp_path: Path) -> N
     out = subprocess.run([str(launcher), "--version"], check=True, capture_output=True, text=True).stdout
     assert out.startswith("neo-db ")
     assert not (tmp_path / "a" / "neo_db").exists(), "the launcher ran the package from the zip"
+
+
+def test_the_unit_never_restarts_through_any_gate_exit_code() -> None:
+    """RestartPreventExitStatus= (the role's list) holds every gate code neo-db can fail closed with."""
+    from neo_db import errors
+
+    role_vars = yaml.safe_load((ROOT / "roles" / "neo_safeguards" / "vars" / "main.yml").read_text())
+    assert sorted(role_vars["_neo_safeguards_gate_exit_codes"]) == sorted(errors.GATE_EXIT_CODES)
