@@ -13,7 +13,10 @@ In the ``snapshots`` layout (AtoCore), a timed backup is a directory::
     snapshots/2026-04-22T19-15-00Z/config/project-registry.json     (extra_files)
     snapshots/2026-04-22T19-15-00Z/backup-metadata.json             (the manifest)
 
-Ages come from the UTC time in the name, so copying a backup keeps its age.
+Ages come from the UTC time in the name, so copying a backup keeps its age. A name more
+than FUTURE_TOLERANCE ahead of now was made under a clock that ran ahead (or copied in from
+one): such a backup is suspect. It is listed and kept, but never counts as the newest of its
+phase and never takes a retention slot.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ PHASE_DIRS = {
     "timed": "snapshots",
 }
 METADATA = "backup-metadata.json"
+# How far ahead of now a backup's name may be before it counts as future-dated (clock skew
+# between the one-second names and a clock that NTP nudges is far below this).
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 _NAME_RE = re.compile(
@@ -137,6 +143,10 @@ class Entry:
 
     def age_seconds(self, now: dt.datetime) -> float:
         return (now - self.created).total_seconds()
+
+    def future_dated(self, now: dt.datetime) -> bool:
+        """Named more than FUTURE_TOLERANCE ahead of now: suspect, never the newest of its phase."""
+        return self.created - now > FUTURE_TOLERANCE
 
     def paths(self) -> list[Path]:
         if self.snapshot_dir is not None:

@@ -52,9 +52,14 @@ def run(cfg: Config) -> dict[str, Any]:
     all_entries = catalog.entries(cfg)
     with tempfile.TemporaryDirectory(prefix="neo-db-drill-") as tmp:
         for phase in catalog.PHASE_DIRS:
-            candidates = [e for e in all_entries if e.phase == phase and e.verified and e.session != "quarantine"]
+            verified = [e for e in all_entries if e.phase == phase and e.verified and e.session != "quarantine"]
+            candidates = [e for e in verified if not e.future_dated(now)]  # a future-dated backup is never the newest
             if not candidates:
-                phases[phase] = {"result": "none", "detail": f"no verified {phase} backup"}
+                skipped = len(verified) - len(candidates)
+                phases[phase] = {
+                    "result": "none",
+                    "detail": f"no verified {phase} backup" + (f" ({skipped} dated in the future skipped)" if skipped else ""),
+                }
                 continue
             newest = max(candidates, key=lambda e: (e.created, e.base))
             ok, detail = _restore_and_check(cfg, newest, Path(tmp))
