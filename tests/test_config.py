@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Runtime
+from conftest import Runtime, make_db
 
 GOOD = {
     "db_path": "/opt/neo/runtime/db/neo_live_stage1.db",
@@ -87,3 +87,43 @@ def test_config_flag_wins_over_the_environment(runtime: Runtime, tmp_path: Path)
     r = runtime.cli("--config", str(runtime.config_path), "config", "show", "--json", env=runtime.env(NEO_DB_CONFIG="/nonexistent"))
     assert r.rc == 0
     assert r.json["db_safeguards"]["backup_retention_count"] == 10
+
+
+# ---- duplicate keys (issue 12, item 13) ----
+
+
+def good_text(runtime: Runtime) -> str:
+    return yaml.safe_dump({"db_safeguards": runtime.settings}, sort_keys=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "at"),
+    [
+        ("  integrity_check_on_startup: true\n  integrity_check_on_startup: false\n", "integrity_check_on_startup", 2),
+        ("  backup_retention_days: 30\n  'backup_retention_days': 14\n", "backup_retention_days", 2),
+        ("db_safeguards:\n  db_path: /elsewhere/neo.db\n", "db_safeguards", 1),
+        ("  layout: snapshots\n  extra_files:\n  - path: /srv/a.json\n    dest: config/a.json\n    path: /srv/b.json\n", "path", 5),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key_and_its_lines(runtime: Runtime, tmp_path: Path, extra: str, key: str, at: int) -> None:
+    base = good_text(runtime)
+    rc, out = validate(runtime, tmp_path, base)
+    assert rc == 0, out  # the control: the same file without the duplicate is valid
+    rc, out = validate(runtime, tmp_path, base + extra)
+    assert rc == 2, out
+    assert f"'{key}'" in out and "twice" in out, out
+    assert f"line {len(base.splitlines()) + at}" in out, out  # where the second one is
+
+
+def test_a_second_integrity_check_false_cannot_turn_the_gate_off(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    base = good_text(runtime)
+    runtime.config_path.write_text(base + "  integrity_check_on_startup: true\n  integrity_check_on_startup: false\n")
+    r = runtime.cli("session-start")
+    assert r.rc == 2 and "'integrity_check_on_startup'" in r.err, r.err
+    assert "Traceback" not in r.err
+    assert runtime.files("pre_session") == [] and not runtime.state.exists()
+    runtime.config_path.write_text(base + "  integrity_check_on_startup: true\n")
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert runtime.health("S001")["integrity_check"] == "ok" and len(runtime.files("pre_session")) == 1

@@ -339,6 +339,37 @@ def validate(data: Any, source: str) -> Config:
     return Config(source=source, **kwargs)
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that parses but that this config refuses; the message names the key or alias and its line."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader, refusing what YAML would accept silently.
+
+    Duplicate keys: YAML keeps the last value without a word, so a second
+    ``integrity_check_on_startup: false`` further down would turn the gate off.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise _Refused(
+                    f"key {_show(key)} appears twice in one mapping (line {first}, and again at line {line}); "
+                    "YAML would silently keep only the last value: keep one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate one config file."""
     source = os.fspath(path)
@@ -360,7 +391,9 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
+    except _Refused as exc:
+        raise ConfigError(source, [str(exc)]) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
