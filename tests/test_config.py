@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import resource
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import Runtime, make_db
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, make_db
 
 GOOD = {
     "db_path": "/opt/neo/runtime/db/neo_live_stage1.db",
@@ -127,3 +129,46 @@ def test_a_second_integrity_check_false_cannot_turn_the_gate_off(runtime: Runtim
     r = runtime.cli("session-start")
     assert r.rc == 0, r.err
     assert runtime.health("S001")["integrity_check"] == "ok" and len(runtime.files("pre_session")) == 1
+
+
+BOMB = "  snapshot_notes: [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol]" + "".join(
+    f", &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+) + "]\n"  # fmt: skip
+
+
+def run_limited(runtime: Runtime, *args: str, memory: int = 512 << 20) -> subprocess.CompletedProcess[str]:
+    """The CLI under a memory rlimit and a timeout: a regression fails the test instead of eating the machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run(
+        [SYSTEM_PYTHON, str(NEO_DB), *args],
+        capture_output=True,
+        text=True,
+        env=runtime.env(),
+        timeout=60,
+        preexec_fn=limit,  # setrlimit only, in the child
+        check=False,
+    )
+
+
+def test_a_billion_laughs_config_is_refused_fast_with_exit_2(runtime: Runtime, tmp_path: Path) -> None:
+    assert len(BOMB.encode()) <= 1024, len(BOMB)
+    candidate = tmp_path / "candidate.yml"
+    candidate.write_text(good_text(runtime))
+    control = run_limited(runtime, "config", "validate", str(candidate))
+    assert control.returncode == 0, control.stderr  # the same config without the bomb, under the same limits
+    candidate.write_text(good_text(runtime) + BOMB)
+    for args in (["config", "validate", str(candidate)], ["--config", str(candidate), "check"]):
+        r = run_limited(runtime, *args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr[-2000:])
+        assert "alias" in r.stderr and "*a" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert f"line {len(good_text(runtime).splitlines()) + 1}" in r.stderr, r.stderr
+
+
+def test_any_alias_is_refused_and_the_written_out_value_is_accepted(runtime: Runtime, tmp_path: Path) -> None:
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + "  session_first_number: 20\n  backup_retention_count: 20\n")
+    assert rc == 0, out
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + "  session_first_number: &n 20\n  backup_retention_count: *n\n")
+    assert rc == 2 and "alias" in out and "*n" in out, out

@@ -348,7 +348,22 @@ class _ConfigLoader(yaml.SafeLoader):
 
     Duplicate keys: YAML keeps the last value without a word, so a second
     ``integrity_check_on_startup: false`` further down would turn the gate off.
+
+    Aliases (``*name``), all of them: this config has no use for them (the role writes it
+    as plain JSON values), and a 1 KB "billion laughs" of nested aliases expands to
+    gigabytes as soon as anything walks the value. The first alias stops the parse, before
+    anything is expanded.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.current_event  # check_event() has just peeked it
+            anchor = getattr(event, "anchor", None)
+            raise _Refused(
+                f"an alias (*{anchor}) at line {event.start_mark.line + 1}, column {event.start_mark.column + 1}: "
+                "anchors and aliases are not allowed in this config; write the value out in full"
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
