@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,31 @@ class Config:
 Validator = Callable[[Any], str | None]
 
 
+def unsafe_chars(value: str) -> str | None:
+    """What in `value` a line-based reader (session.env, systemd units, the journal) would split or change, or None."""
+    for c in value:
+        if unicodedata.category(c) == "Cc":
+            return f"the control character {c!r}"
+    if "\\" in value:
+        return "a backslash (systemd reads it as an escape)"
+    if value != value.strip():
+        return "leading or trailing whitespace (systemd strips it)"
+    return None
+
+
 def _abs_path(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return "an absolute path (a non-empty string starting with /)"
     if not value.startswith("/"):
         return "an absolute path starting with / (relative paths depend on the working directory)"
-    if "\x00" in value or any(part == ".." for part in value.split("/")):
-        return "an absolute path without '..' components or NUL bytes"
+    if any(part == ".." for part in value.split("/")):
+        return "an absolute path without '..' components"
+    unsafe = unsafe_chars(value)
+    if unsafe:
+        return (
+            f"an absolute path without control characters (newline, tab, NUL...), backslashes or surrounding spaces; "
+            f"this one has {unsafe}, which would inject or break a line in session.env and the units"
+        )
     return None
 
 
@@ -172,8 +191,8 @@ def _layout(value: Any) -> str | None:
 
 
 def _relative_dest(value: Any) -> str | None:
-    if not isinstance(value, str) or not value or value.startswith("/") or "\x00" in value:
-        return "a relative path inside the snapshot, e.g. config/project-registry.json"
+    if not isinstance(value, str) or not value or value.startswith("/") or unsafe_chars(value):
+        return "a relative path inside the snapshot without control characters or backslashes, e.g. config/project-registry.json"
     parts = value.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "a relative path without empty, '.' or '..' components, e.g. config/project-registry.json"
@@ -276,6 +295,37 @@ def _is_within(child: str, parent: str) -> bool:
     return child_n == parent_n or child_n.startswith(parent_n.rstrip("/") + "/")
 
 
+def _is_within_resolved(child: str, parent: str) -> bool:
+    """Within, as written or once symlinks that exist already are resolved."""
+    return _is_within(child, parent) or _is_within(os.path.realpath(child), os.path.realpath(parent))
+
+
+def _reader_exposure(values: Mapping[str, Any]) -> list[str]:
+    """Readers get exports_dir: backups, or the live DB, must never be reachable through it."""
+    exports, backups, db_path = values.get("exports_dir"), values.get("backup_dir"), values.get("db_path")
+    if not isinstance(exports, str):
+        return []
+    problems = []
+    if isinstance(backups, str) and _is_within_resolved(backups, exports):
+        problems.append(
+            f"key 'backup_dir': value {_show(backups)} is key 'exports_dir' ({exports!r}) or inside it: readers of exports_dir "
+            "could read every backup; expected a directory outside exports_dir (e.g. /opt/neo/runtime/backups beside "
+            "/opt/neo/runtime/exports)"
+        )
+    elif isinstance(backups, str) and _is_within_resolved(exports, backups):
+        problems.append(
+            f"key 'exports_dir': value {_show(exports)} is inside key 'backup_dir' ({backups!r}): readers would need their way "
+            "into backup_dir to reach it, and with it the backups; expected a directory outside backup_dir "
+            "(e.g. /opt/neo/runtime/exports beside /opt/neo/runtime/backups)"
+        )
+    if isinstance(db_path, str) and _is_within_resolved(os.path.dirname(os.path.normpath(db_path)), exports):
+        problems.append(
+            f"key 'db_path': value {_show(db_path)} is inside key 'exports_dir' ({exports!r}): readers could read the live DB "
+            "and its -wal; expected the DB outside exports_dir (e.g. /opt/neo/runtime/db/neo_live_stage1.db)"
+        )
+    return problems
+
+
 def validate(data: Any, source: str) -> Config:
     """Check a parsed YAML document and build a Config, or raise ConfigError with every problem."""
     if not isinstance(data, Mapping) or TOP_KEY not in data:
@@ -319,6 +369,7 @@ def validate(data: Any, source: str) -> Config:
                     f"expected a directory outside it, so copies never sit beside the live DB "
                     f"(e.g. {os.path.join(os.path.dirname(db_dir), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
                 )
+    problems.extend(_reader_exposure(values))
     if values.get("extra_files") and values.get("layout", "phases") != "snapshots":
         problems.append(
             "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog, fsutil, sqlitedb
+from .. import config as config_mod
 from ..config import Config
-from ..errors import GateError, IntegrityError, NeoDbError
+from ..errors import GateError, IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
 from . import backup, check, health, prune
 
@@ -104,8 +105,19 @@ def _commit_counter(cfg: Config, session: str) -> None:
 
 
 def _write_env(cfg: Config, session: str) -> None:
-    text = f"NEO_SESSION_ID={session}\nNEO_DB_PATH={cfg.db_path}\n"
-    fsutil.write_bytes_atomic(cfg.state_dir / "session.env", text.encode(), mode=0o644)
+    """state/session.env for EnvironmentFile=. A value systemd would split or change is refused, never written."""
+    path = cfg.state_dir / "session.env"
+    lines = []
+    for key, value in (("NEO_SESSION_ID", session), ("NEO_DB_PATH", str(cfg.db_path))):
+        unsafe = config_mod.unsafe_chars(value)
+        if unsafe:
+            raise UsageError(
+                f"refusing to write {key}={value!r} into {path}: it has {unsafe}, which systemd's EnvironmentFile= "
+                "would read as another line or change",
+                hint=f"fix the path in {cfg.source} ('neo-db config validate {cfg.source}' names it)",
+            )
+        lines.append(f"{key}={value}\n")
+    fsutil.write_bytes_atomic(path, "".join(lines).encode(), mode=0o644)
 
 
 def _first_run(cfg: Config) -> bool:
