@@ -307,6 +307,7 @@ def test_a_refused_first_start_still_does_not_use_up_its_id_when_the_counter_is_
         {"session": 123, "state": "open"},
         {"session": ["S001"], "state": "open"},
         {"session": "../../etc", "state": "open"},
+        {"session": "pre", "state": "open"},
         {"session": "S001", "state": 7},
         [1, 2],
         "open",

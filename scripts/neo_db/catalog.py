@@ -62,12 +62,25 @@ def iso(ts: dt.datetime) -> str:
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Words that name a phase in backup file names (and restore's quarantine; imported and legacy
+# are coming as phases): as a session ID they make a name parse as another phase, so the backup
+# would be invisible to list, restore, prune and drill. Refused in any case (PRE, Quarantine):
+# nothing needs them, and a name that differs from a phase word only in case misleads a reader.
+RESERVED_SESSION_IDS = frozenset({*PHASE_DIRS, "quarantine", "imported", "legacy"})
+
+
 def check_session_id(session: str) -> str:
+    shown = session if len(session) <= 40 else session[:37] + "..."
     if not SESSION_RE.match(session):
-        shown = session if len(session) <= 40 else session[:37] + "..."
         raise UsageError(
             f"invalid session ID {shown!r}: expected a letter followed by up to 31 letters, digits or '-' "
             "(e.g. S053); IDs become part of file names"
+        )
+    if session.lower() in RESERVED_SESSION_IDS:
+        raise UsageError(
+            f"invalid session ID {shown!r}: it is reserved ({', '.join(sorted(RESERVED_SESSION_IDS))} name backup phases "
+            "in file names, in any case), so its backups would be invisible to list, restore, prune and drill; "
+            "use an ID such as S053"
         )
     return session
 
