@@ -175,6 +175,15 @@ def test_any_alias_is_refused_and_the_written_out_value_is_accepted(runtime: Run
     assert rc == 2 and "alias" in out and "*n" in out, out
 
 
+def test_a_merge_key_cannot_hide_a_second_value(runtime: Runtime, tmp_path: Path) -> None:
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + "  integrity_check_on_startup: true\n")
+    assert rc == 0, out
+    # YAML's merge takes the FIRST of a list of mappings: a reader who expects the last one sees the gate on.
+    merged = "  <<: [{integrity_check_on_startup: false}, {integrity_check_on_startup: true}]\n"
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + merged)
+    assert rc == 2 and "merge key" in out and f"line {len(good_text(runtime).splitlines()) + 1}" in out, out
+
+
 # ---- paths that must be refused (issue 12, item 15) ----
 
 

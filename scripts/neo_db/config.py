@@ -398,7 +398,8 @@ class _ConfigLoader(yaml.SafeLoader):
     """yaml.SafeLoader, refusing what YAML would accept silently.
 
     Duplicate keys: YAML keeps the last value without a word, so a second
-    ``integrity_check_on_startup: false`` further down would turn the gate off.
+    ``integrity_check_on_startup: false`` further down would turn the gate off. Merge keys
+    (``<<``) too: from a list of mappings YAML keeps the first value of a key instead.
 
     Aliases (``*name``), all of them: this config has no use for them (the role writes it
     as plain JSON values), and a 1 KB "billion laughs" of nested aliases expands to
@@ -420,7 +421,10 @@ class _ConfigLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
+                raise _Refused(
+                    f"a merge key (<<) at line {key_node.start_mark.line + 1}: not allowed in this config (from a list of "
+                    "mappings YAML takes the first value of a key, not the last); write the keys out"
+                )
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
