@@ -97,3 +97,33 @@ def test_fuzzed_raw_text_never_escapes_as_another_exception(tmp_path_factory: py
         assert exc.problems, "a ConfigError always says what is wrong"
     else:
         assert cfg.db_path.is_absolute()
+
+
+# ---- phase words as session IDs (issue 12, item 17) ----
+
+
+@pytest.mark.parametrize("word", ["pre", "post", "abnormal", "manual", "quarantine", "timed", "imported", "legacy", "PRE", "Quarantine"])
+def test_phase_words_are_refused_as_session_ids(runtime: Runtime, word: str) -> None:
+    make_db(runtime.db)
+    r = runtime.cli("backup", "--session", "S007", "--json")  # the control: an ordinary ID
+    assert r.rc == 0, r.err
+    assert [x["session"] for x in runtime.cli("list", "--json").json["backups"]] == ["S007"]
+    before = snapshot(runtime.root)
+    for argv in (["session-start"], ["backup"], ["session-stop"], ["diff"], ["health"]):
+        r = runtime.cli(*argv, "--session", word)
+        assert r.rc == 2, (argv, r.rc, r.err)
+        assert repr(word) in r.err and "reserved" in r.err and "Traceback" not in r.err, r.err
+    assert snapshot(runtime.root) == before, "nothing was created or changed"
+    assert runtime.cli("session-start", "--session", "S008").rc == 0
+    assert {x["session"] for x in runtime.cli("list", "--json").json["backups"]} == {"S007", "S008"}
+
+
+def test_health_skips_a_session_dir_named_like_a_phase_left_by_an_older_version(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0
+    legacy = runtime.exports / "sessions" / "pre"
+    legacy.mkdir()
+    (legacy / "db_health.json").write_text('{"db_health": {"session": "pre"}}')  # the newest db_health
+    r = runtime.cli("health", "--json")
+    assert r.rc == 0, r.err
+    assert r.json["db_health"]["session"] == "S001"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import resource
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import Runtime
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, make_db
 
 GOOD = {
     "db_path": "/opt/neo/runtime/db/neo_live_stage1.db",
@@ -87,3 +90,189 @@ def test_config_flag_wins_over_the_environment(runtime: Runtime, tmp_path: Path)
     r = runtime.cli("--config", str(runtime.config_path), "config", "show", "--json", env=runtime.env(NEO_DB_CONFIG="/nonexistent"))
     assert r.rc == 0
     assert r.json["db_safeguards"]["backup_retention_count"] == 10
+
+
+# ---- duplicate keys (issue 12, item 13) ----
+
+
+def good_text(runtime: Runtime) -> str:
+    return yaml.safe_dump({"db_safeguards": runtime.settings}, sort_keys=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "at"),
+    [
+        ("  integrity_check_on_startup: true\n  integrity_check_on_startup: false\n", "integrity_check_on_startup", 2),
+        ("  backup_retention_days: 30\n  'backup_retention_days': 14\n", "backup_retention_days", 2),
+        ("db_safeguards:\n  db_path: /elsewhere/neo.db\n", "db_safeguards", 1),
+        ("  layout: snapshots\n  extra_files:\n  - path: /srv/a.json\n    dest: config/a.json\n    path: /srv/b.json\n", "path", 5),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key_and_its_lines(runtime: Runtime, tmp_path: Path, extra: str, key: str, at: int) -> None:
+    base = good_text(runtime)
+    rc, out = validate(runtime, tmp_path, base)
+    assert rc == 0, out  # the control: the same file without the duplicate is valid
+    rc, out = validate(runtime, tmp_path, base + extra)
+    assert rc == 2, out
+    assert f"'{key}'" in out and "twice" in out, out
+    assert f"line {len(base.splitlines()) + at}" in out, out  # where the second one is
+
+
+def test_a_second_integrity_check_false_cannot_turn_the_gate_off(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    base = good_text(runtime)
+    runtime.config_path.write_text(base + "  integrity_check_on_startup: true\n  integrity_check_on_startup: false\n")
+    r = runtime.cli("session-start")
+    assert r.rc == 2 and "'integrity_check_on_startup'" in r.err, r.err
+    assert "Traceback" not in r.err
+    assert runtime.files("pre_session") == [] and not runtime.state.exists()
+    runtime.config_path.write_text(base + "  integrity_check_on_startup: true\n")
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert runtime.health("S001")["integrity_check"] == "ok" and len(runtime.files("pre_session")) == 1
+
+
+BOMB = "  snapshot_notes: [&a [lol, lol, lol, lol, lol, lol, lol, lol, lol]" + "".join(
+    f", &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+) + "]\n"  # fmt: skip
+
+
+def run_limited(runtime: Runtime, *args: str, memory: int = 512 << 20) -> subprocess.CompletedProcess[str]:
+    """The CLI under a memory rlimit and a timeout: a regression fails the test instead of eating the machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run(
+        [SYSTEM_PYTHON, str(NEO_DB), *args],
+        capture_output=True,
+        text=True,
+        env=runtime.env(),
+        timeout=60,
+        preexec_fn=limit,  # setrlimit only, in the child
+        check=False,
+    )
+
+
+def test_a_billion_laughs_config_is_refused_fast_with_exit_2(runtime: Runtime, tmp_path: Path) -> None:
+    assert len(BOMB.encode()) <= 1024, len(BOMB)
+    candidate = tmp_path / "candidate.yml"
+    candidate.write_text(good_text(runtime))
+    control = run_limited(runtime, "config", "validate", str(candidate))
+    assert control.returncode == 0, control.stderr  # the same config without the bomb, under the same limits
+    candidate.write_text(good_text(runtime) + BOMB)
+    for args in (["config", "validate", str(candidate)], ["--config", str(candidate), "check"]):
+        r = run_limited(runtime, *args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr[-2000:])
+        assert "alias" in r.stderr and "*a" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert f"line {len(good_text(runtime).splitlines()) + 1}" in r.stderr, r.stderr
+
+
+def test_any_alias_is_refused_and_the_written_out_value_is_accepted(runtime: Runtime, tmp_path: Path) -> None:
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + "  session_first_number: 20\n  backup_retention_count: 20\n")
+    assert rc == 0, out
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + "  session_first_number: &n 20\n  backup_retention_count: *n\n")
+    assert rc == 2 and "alias" in out and "*n" in out, out
+
+
+def test_a_merge_key_cannot_hide_a_second_value(runtime: Runtime, tmp_path: Path) -> None:
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + "  integrity_check_on_startup: true\n")
+    assert rc == 0, out
+    # YAML's merge takes the FIRST of a list of mappings: a reader who expects the last one sees the gate on.
+    merged = "  <<: [{integrity_check_on_startup: false}, {integrity_check_on_startup: true}]\n"
+    rc, out = validate(runtime, tmp_path, good_text(runtime) + merged)
+    assert rc == 2 and "merge key" in out and f"line {len(good_text(runtime).splitlines()) + 1}" in out, out
+
+
+# ---- paths that must be refused (issue 12, item 15) ----
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"backup_dir": "/opt/neo/runtime/exports"}, ["'backup_dir'", "'exports_dir'", "readers"]),
+        ({"backup_dir": "/opt/neo/runtime/exports/backups"}, ["'backup_dir'", "'/opt/neo/runtime/exports/backups'", "readers"]),
+        ({"backup_dir": "/opt/neo/runtime/exports/./backups/"}, ["'backup_dir'", "readers"]),
+        ({"exports_dir": "/opt/neo/runtime/backups/exports"}, ["'exports_dir'", "'backup_dir'", "readers"]),
+        ({"db_path": "/opt/neo/runtime/exports/db/neo_live_stage1.db"}, ["'db_path'", "'exports_dir'", "readers"]),
+    ],
+)
+def test_backups_or_the_db_where_readers_can_read_them_are_refused(
+    runtime: Runtime, tmp_path: Path, change: dict, expect: list[str]
+) -> None:
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": GOOD})
+    assert rc == 0, out
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": GOOD | change})
+    assert rc == 2, out
+    for text in expect:
+        assert text in out, f"{text!r} missing from:\n{out}"
+
+
+def test_an_exports_dir_that_is_a_symlink_to_the_backups_is_refused(runtime: Runtime, tmp_path: Path) -> None:
+    backups, exports, elsewhere = tmp_path / "rt" / "backups", tmp_path / "rt" / "exports", tmp_path / "rt" / "elsewhere"
+    backups.mkdir(parents=True)
+    elsewhere.mkdir()
+    exports.symlink_to(elsewhere)
+    paths = GOOD | {"backup_dir": str(backups), "exports_dir": str(exports)}
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": paths})
+    assert rc == 0, out
+    exports.unlink()
+    exports.symlink_to(backups)
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": paths})
+    assert rc == 2 and "'exports_dir'" in out and str(backups) in out, out
+
+
+PATH_KEYS = {
+    "db_path": "/opt/neo/runtime/db/neo_live_stage1.db",
+    "backup_dir": "/opt/neo/runtime/backups",
+    "exports_dir": "/opt/neo/runtime/exports",
+    "state_dir": "/opt/neo/runtime/state",
+    "unit_dir": "/etc/systemd/system",
+    "hetzner_fact_path": "/etc/ansible/facts.d/hetzner_backups.fact",
+    "session_summary_path": "/opt/neo/runtime/exports/sessions/{session}/summary.json",
+}
+
+
+@pytest.mark.parametrize("key", [*PATH_KEYS, "extra_files"])
+@pytest.mark.parametrize("bad", ["\nNEO_SESSION_ID=S001", "\r", "\t", "\x1b[2J", "\x85", "\\n"])
+def test_a_path_with_a_newline_or_another_control_character_is_refused(runtime: Runtime, tmp_path: Path, key: str, bad: str) -> None:
+    def section(suffix: str) -> dict:
+        if key == "extra_files":
+            return GOOD | {"layout": "snapshots", "extra_files": [{"path": f"/srv/registry.json{suffix}", "dest": "config/r.json"}]}
+        return GOOD | {key: PATH_KEYS[key].replace("/opt/neo", f"/opt/neo{suffix}", 1).replace("/etc/", f"/etc{suffix}/", 1)}
+
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": section("-x")})
+    assert rc == 0, out
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": section(bad)})
+    assert rc == 2, out
+    assert f"'{key}'" in out and ("control character" in out or "backslash" in out), out
+
+
+def test_a_newline_in_db_path_never_reaches_session_env(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    good = runtime.settings["db_path"]
+    runtime.write_config(db_path=f"{good}\nLD_PRELOAD=/tmp/evil.so")
+    r = runtime.cli("session-start")
+    assert r.rc == 2 and "'db_path'" in r.err and "Traceback" not in r.err, r.err
+    assert not runtime.state.exists() and not runtime.backups.exists()
+    runtime.write_config(db_path=good)
+    assert runtime.cli("session-start").rc == 0
+    assert (runtime.state / "session.env").read_text() == f"NEO_SESSION_ID=S001\nNEO_DB_PATH={good}\n"
+
+
+@pytest.mark.parametrize("bad", ["\nLD_PRELOAD=/tmp/evil.so", "\r", "\\", " "])
+def test_session_env_refuses_a_value_systemd_would_split_even_past_validation(tmp_path: Path, bad: str) -> None:
+    from neo_db.actions import session
+    from neo_db.config import Config
+    from neo_db.errors import UsageError
+
+    state = tmp_path / "state"
+    state.mkdir()
+    good = Config(db_path=tmp_path / "db" / "neo.db", backup_dir=tmp_path / "b", exports_dir=tmp_path / "e", state_dir=state)
+    session._write_env(good, "S001")
+    assert (state / "session.env").read_text() == f"NEO_SESSION_ID=S001\nNEO_DB_PATH={tmp_path}/db/neo.db\n"
+    (state / "session.env").unlink()
+    bad_cfg = dataclasses.replace(good, db_path=Path(f"{tmp_path}/db/neo.db{bad}"))  # a Config built without validate()
+    with pytest.raises(UsageError, match="NEO_DB_PATH"):
+        session._write_env(bad_cfg, "S001")
+    assert list(state.iterdir()) == []

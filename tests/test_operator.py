@@ -270,3 +270,33 @@ def test_confirm_fails_without_hetzner_backups_or_a_drill(provisioned: Runtime) 
     results = {i["item"]: i["result"] for i in r.json["items"]}
     assert r.rc == 1
     assert results["Hetzner backups are on"] == "FAIL" and results["the last restore drill passed"] == "FAIL"
+
+
+def test_confirm_names_backups_dated_in_the_future(provisioned: Runtime) -> None:
+    r = provisioned.cli("confirm", "--json")
+    assert {i["item"]: i["result"] for i in r.json["items"]}["retention is defined"] == "PASS"
+    [pre] = provisioned.files("pre_session")
+    ahead = pre.with_name(pre.name.replace(pre.stem[-20:], "2099-01-01T00-00-00Z"))
+    ahead.write_bytes(pre.read_bytes())
+    ahead.with_suffix(".json").write_text(pre.with_suffix(".json").read_text())
+    r = provisioned.cli("confirm", "--json")
+    assert r.rc == 1
+    retention = {i["item"]: i for i in r.json["items"]}["retention is defined"]
+    assert retention["result"] == "FAIL"
+    assert any(ahead.stem in e and "in the future" in e for e in retention["evidence"]), retention
+
+
+@pytest.mark.parametrize(
+    "doc", [{"result": "pass", "at": "2026-01-01T00:00:00Z", "phases": 5}, {"result": "pass", "phases": {"pre": "ok"}}, [1], {"at": 7}]
+)
+def test_wrong_types_in_the_last_drill_record_are_reported_not_a_crash(provisioned: Runtime, doc: object) -> None:
+    record = provisioned.state / "last_drill.json"
+    r = provisioned.cli("confirm", "--json")
+    assert {i["item"]: i["result"] for i in r.json["items"]}["the last restore drill passed"] == "PASS"
+    record.write_text(json.dumps(doc))
+    for args in (["confirm", "--json"], ["health", "--json"]):
+        r = provisioned.cli(*args)
+        assert "internal error" not in r.err and "Traceback" not in r.err, r.err
+        assert str(record) in r.err, r.err
+    r = provisioned.cli("confirm", "--json")
+    assert r.rc == 1 and {i["item"]: i["result"] for i in r.json["items"]}["the last restore drill passed"] == "FAIL"

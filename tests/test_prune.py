@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import Runtime, make_db
 from neo_db import catalog
 from neo_db import config as config_mod
@@ -136,3 +138,53 @@ def test_list_shows_phase_session_age_size_and_status(runtime: Runtime) -> None:
     assert "2d" in r.out and "verified" in r.out
     rows = runtime.cli("list", "--json").json["backups"]
     assert {(x["phase"], x["session"], x["verified"]) for x in rows} == {("pre", "S001", True), ("post", "S001", True)}
+
+
+# ---- a clock that ran ahead (issue 12, item 6) ----
+
+
+def seed_at(runtime: Runtime, phase: str, session: str, when: dt.datetime) -> Path:
+    cfg = config_mod.load(runtime.config_path)
+    return backup.take_backup(cfg, phase, session, "test", now=when.replace(microsecond=0)).path
+
+
+@pytest.mark.parametrize(("count", "real_removed"), [(10, 0), (3, 2)])
+def test_backups_dated_in_the_future_never_push_genuine_ones_out(runtime: Runtime, count: int, real_removed: int) -> None:
+    make_db(runtime.db)
+    runtime.write_config(backup_retention_count=count)
+    real = [seed(runtime, "pre", f"S{i:03d}", 40 - i) for i in range(1, 6)]  # 39..35 days old: only the count keeps them
+    # Ten backups "named in 2027": a year ahead of whatever today is, so the test stays true later on.
+    ahead = [seed_at(runtime, "pre", f"S{900 + i}", catalog.utcnow() + dt.timedelta(days=365 + i)) for i in range(10)]
+    planned = prune(runtime, "--dry-run")
+    decisions = {d["name"]: d for d in planned["decisions"]}
+    removed = {name for name, d in decisions.items() if not d["keep"]}
+    assert removed == {p.stem for p in real[:real_removed]}, "the count decides among the genuine backups only"
+    newest = decisions[real[-1].stem]
+    assert newest["keep"] and not newest["future_dated"], "the real newest verified backup stays"
+    for p in ahead:
+        d = decisions[p.stem]
+        assert d["keep"] and d["future_dated"] and "in the future" in d["reason"], d
+    assert not any(decisions[p.stem]["future_dated"] for p in real)
+    r = runtime.cli("prune")
+    assert r.rc == 0, r.err
+    for p in ahead:
+        assert p.stem in r.err, f"prune names the future-dated {p.stem}:\n{r.err}"
+    assert names(runtime, "pre_session") == {p.name for p in [*real[real_removed:], *ahead]}
+
+
+def test_list_and_drill_name_future_dated_backups_and_never_take_them_as_the_newest(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    real = seed(runtime, "pre", "S001", 1)
+    near = seed_at(runtime, "pre", "S002", catalog.utcnow() + dt.timedelta(minutes=2))  # within the tolerance
+    ahead = seed_at(runtime, "pre", "S003", catalog.utcnow() + dt.timedelta(days=400))
+    rows = {x["name"]: x for x in runtime.cli("list", "--json").json["backups"]}
+    assert rows[ahead.stem]["future_dated"] is True
+    assert rows[real.stem]["future_dated"] is False and rows[near.stem]["future_dated"] is False
+    r = runtime.cli("list")
+    assert r.rc == 0
+    [line] = [x for x in r.out.splitlines() if ahead.stem in x]
+    assert "future-dated" in line
+    assert not any("future-dated" in x for x in r.out.splitlines() if near.stem in x or real.stem in x)
+    assert ahead.stem in r.err and "in the future" in r.err
+    drilled = runtime.cli("drill", "--json").json["phases"]["pre"]
+    assert drilled["backup"] == near.stem, "the newest genuine backup is drilled, not the future-dated one"

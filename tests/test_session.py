@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
+
+import pytest
 
 from conftest import FLAG049, Runtime, make_db, seqs_in
 
@@ -220,3 +223,112 @@ def test_after_a_crash_with_a_hot_wal_the_copy_itself_is_checked(runtime: Runtim
     assert runtime.cli("session-start").rc == 0
     [pre] = runtime.files("pre_session")
     assert json.loads(pre.with_suffix(".json").read_text())["verified_by"] == "integrity_check of the copy"
+
+
+# ---- the session counter and the state files (issue 12, item 16) ----
+
+BAD_COUNTERS = {
+    "garbage": b"\x00\x01 not json {",
+    "a string number": b'{"last_number": "7", "session": "S007"}',
+    "no last_number": b'{"session": 123}',
+    "a list": b"[2]",
+    "negative": b'{"last_number": -4}',
+    "a boolean": b'{"last_number": true}',
+    "empty": b"",
+}
+
+
+def two_sessions(runtime: Runtime) -> None:
+    for _ in range(2):
+        assert runtime.cli("session-start").rc == 0
+        assert runtime.stop().rc == 0
+
+
+@pytest.mark.parametrize("bad", [*BAD_COUNTERS, "missing"])
+def test_a_corrupt_or_missing_counter_never_reuses_a_session_id(runtime: Runtime, bad: str) -> None:
+    make_db(runtime.db)
+    two_sessions(runtime)
+    counter = runtime.state / "session_counter.json"
+    assert json.loads(counter.read_text())["last_number"] == 2
+    s001 = (runtime.exports / "sessions" / "S001" / "db_health.json").read_bytes()
+    if bad == "missing":
+        counter.unlink()
+    else:
+        counter.write_bytes(BAD_COUNTERS[bad])
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err and "internal error" not in r.err
+    assert str(counter) in r.err and "S002" in r.err, f"the recovery is reported, naming the file and the evidence:\n{r.err}"
+    assert (runtime.state / "session.env").read_text().startswith("NEO_SESSION_ID=S003\n")
+    assert (runtime.exports / "sessions" / "S001" / "db_health.json").read_bytes() == s001, "S001's db_health is untouched"
+    assert json.loads(counter.read_text())["last_number"] == 3
+    assert any("session_counter.json" in w for w in runtime.health("S003")["warnings"])
+
+
+@pytest.mark.parametrize("kept", ["backups", "exports"])
+def test_the_counter_is_recovered_from_either_the_backups_or_the_exports(runtime: Runtime, kept: str) -> None:
+    make_db(runtime.db)
+    two_sessions(runtime)
+    (runtime.state / "session_counter.json").write_bytes(BAD_COUNTERS["garbage"])
+    shutil.rmtree(runtime.exports / "sessions" if kept == "backups" else runtime.backups)
+    assert runtime.cli("session-start").rc == 0
+    assert (runtime.state / "session.env").read_text().startswith("NEO_SESSION_ID=S003\n")
+
+
+def test_a_corrupt_counter_with_no_evidence_is_refused_with_the_fix(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    runtime.state.mkdir()
+    counter = runtime.state / "session_counter.json"
+    counter.write_bytes(BAD_COUNTERS["a string number"])
+    r = runtime.cli("session-start")
+    assert r.rc == 2, r.err
+    assert str(counter) in r.err and "last_number" in r.err and "Traceback" not in r.err, r.err
+    assert runtime.files("pre_session") == [] and not (runtime.state / "session.env").exists()
+    assert not (runtime.exports / "sessions").exists()
+    counter.write_text('{"last_number": 41}')  # the fix the message gives
+    assert runtime.cli("session-start").rc == 0
+    assert (runtime.state / "session.env").read_text().startswith("NEO_SESSION_ID=S042\n")
+
+
+def test_a_refused_first_start_still_does_not_use_up_its_id_when_the_counter_is_missing(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    good = runtime.db.read_bytes()
+    corrupt_root_page(runtime.db)
+    assert runtime.cli("session-start").rc == 3  # S001 refused: exports/sessions/S001 exists, no counter
+    runtime.stop(None, None, "exit-code")
+    runtime.db.write_bytes(good)
+    assert runtime.cli("session-start").rc == 0
+    assert (runtime.state / "session.env").read_text().startswith("NEO_SESSION_ID=S001\n")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"session": 123, "state": "open"},
+        {"session": ["S001"], "state": "open"},
+        {"session": "../../etc", "state": "open"},
+        {"session": "pre", "state": "open"},
+        {"session": "S001", "state": 7},
+        [1, 2],
+        "open",
+    ],
+    ids=repr,
+)
+def test_wrong_types_in_current_session_are_reported_not_a_crash(runtime: Runtime, doc: object) -> None:
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0  # S001 opens
+    current = runtime.state / "current_session.json"
+    current.write_text(json.dumps(doc))
+    r = runtime.cli("session-start")  # as after a crash that left a damaged marker
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err and "internal error" not in r.err
+    assert str(current) in r.err, r.err
+    raws = [p for p in (runtime.backups / "abnormal_stop").iterdir() if p.name.endswith(".raw")]
+    assert len(raws) == 1, "an unreadable marker counts as an unclean previous session: its raw files are kept"
+    assert (runtime.state / "session.env").read_text().startswith("NEO_SESSION_ID=S002\n")
+    current.write_text(json.dumps(doc))
+    r = runtime.stop("exited", "0")
+    assert r.rc == 0 and str(current) in r.err and "Traceback" not in r.err and "internal error" not in r.err, r.err
+    assert not current.exists()
+    assert runtime.cli("session-start").rc == 0  # and the next one is ordinary
+    assert (runtime.state / "session.env").read_text().startswith("NEO_SESSION_ID=S003\n")

@@ -13,7 +13,10 @@ In the ``snapshots`` layout (AtoCore), a timed backup is a directory::
     snapshots/2026-04-22T19-15-00Z/config/project-registry.json     (extra_files)
     snapshots/2026-04-22T19-15-00Z/backup-metadata.json             (the manifest)
 
-Ages come from the UTC time in the name, so copying a backup keeps its age.
+Ages come from the UTC time in the name, so copying a backup keeps its age. A name more
+than FUTURE_TOLERANCE ahead of now was made under a clock that ran ahead (or copied in from
+one): such a backup is suspect. It is listed and kept, but never counts as the newest of its
+phase and never takes a retention slot.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ PHASE_DIRS = {
     "timed": "snapshots",
 }
 METADATA = "backup-metadata.json"
+# How far ahead of now a backup's name may be before it counts as future-dated (clock skew
+# between the one-second names and a clock that NTP nudges is far below this).
+FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 _NAME_RE = re.compile(
@@ -56,12 +62,25 @@ def iso(ts: dt.datetime) -> str:
     return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# Words that name a phase in backup file names (and restore's quarantine; imported and legacy
+# are coming as phases): as a session ID they make a name parse as another phase, so the backup
+# would be invisible to list, restore, prune and drill. Refused in any case (PRE, Quarantine):
+# nothing needs them, and a name that differs from a phase word only in case misleads a reader.
+RESERVED_SESSION_IDS = frozenset({*PHASE_DIRS, "quarantine", "imported", "legacy"})
+
+
 def check_session_id(session: str) -> str:
+    shown = session if len(session) <= 40 else session[:37] + "..."
     if not SESSION_RE.match(session):
-        shown = session if len(session) <= 40 else session[:37] + "..."
         raise UsageError(
             f"invalid session ID {shown!r}: expected a letter followed by up to 31 letters, digits or '-' "
             "(e.g. S053); IDs become part of file names"
+        )
+    if session.lower() in RESERVED_SESSION_IDS:
+        raise UsageError(
+            f"invalid session ID {shown!r}: it is reserved ({', '.join(sorted(RESERVED_SESSION_IDS))} name backup phases "
+            "in file names, in any case), so its backups would be invisible to list, restore, prune and drill; "
+            "use an ID such as S053"
         )
     return session
 
@@ -137,6 +156,10 @@ class Entry:
 
     def age_seconds(self, now: dt.datetime) -> float:
         return (now - self.created).total_seconds()
+
+    def future_dated(self, now: dt.datetime) -> bool:
+        """Named more than FUTURE_TOLERANCE ahead of now: suspect, never the newest of its phase."""
+        return self.created - now > FUTURE_TOLERANCE
 
     def paths(self) -> list[Path]:
         if self.snapshot_dir is not None:

@@ -202,7 +202,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             r["created"],
             listing.human_age(r["age_seconds"]),
             listing.human_size(r["size"]),
-            r["status"],
+            r["status"] + (", future-dated" if r["future_dated"] else ""),
             r["name"],
         ]
         for r in items

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,31 @@ class Config:
 Validator = Callable[[Any], str | None]
 
 
+def unsafe_chars(value: str) -> str | None:
+    """What in `value` a line-based reader (session.env, systemd units, the journal) would split or change, or None."""
+    for c in value:
+        if unicodedata.category(c) == "Cc":
+            return f"the control character {c!r}"
+    if "\\" in value:
+        return "a backslash (systemd reads it as an escape)"
+    if value != value.strip():
+        return "leading or trailing whitespace (systemd strips it)"
+    return None
+
+
 def _abs_path(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return "an absolute path (a non-empty string starting with /)"
     if not value.startswith("/"):
         return "an absolute path starting with / (relative paths depend on the working directory)"
-    if "\x00" in value or any(part == ".." for part in value.split("/")):
-        return "an absolute path without '..' components or NUL bytes"
+    if any(part == ".." for part in value.split("/")):
+        return "an absolute path without '..' components"
+    unsafe = unsafe_chars(value)
+    if unsafe:
+        return (
+            f"an absolute path without control characters (newline, tab, NUL...), backslashes or surrounding spaces; "
+            f"this one has {unsafe}, which would inject or break a line in session.env and the units"
+        )
     return None
 
 
@@ -186,8 +205,8 @@ def _layout(value: Any) -> str | None:
 
 
 def _relative_dest(value: Any) -> str | None:
-    if not isinstance(value, str) or not value or value.startswith("/") or "\x00" in value:
-        return "a relative path inside the snapshot, e.g. config/project-registry.json"
+    if not isinstance(value, str) or not value or value.startswith("/") or unsafe_chars(value):
+        return "a relative path inside the snapshot without control characters or backslashes, e.g. config/project-registry.json"
     parts = value.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "a relative path without empty, '.' or '..' components, e.g. config/project-registry.json"
@@ -290,6 +309,37 @@ def _is_within(child: str, parent: str) -> bool:
     return child_n == parent_n or child_n.startswith(parent_n.rstrip("/") + "/")
 
 
+def _is_within_resolved(child: str, parent: str) -> bool:
+    """Within, as written or once symlinks that exist already are resolved."""
+    return _is_within(child, parent) or _is_within(os.path.realpath(child), os.path.realpath(parent))
+
+
+def _reader_exposure(values: Mapping[str, Any]) -> list[str]:
+    """Readers get exports_dir: backups, or the live DB, must never be reachable through it."""
+    exports, backups, db_path = values.get("exports_dir"), values.get("backup_dir"), values.get("db_path")
+    if not isinstance(exports, str):
+        return []
+    problems = []
+    if isinstance(backups, str) and _is_within_resolved(backups, exports):
+        problems.append(
+            f"key 'backup_dir': value {_show(backups)} is key 'exports_dir' ({exports!r}) or inside it: readers of exports_dir "
+            "could read every backup; expected a directory outside exports_dir (e.g. /opt/neo/runtime/backups beside "
+            "/opt/neo/runtime/exports)"
+        )
+    elif isinstance(backups, str) and _is_within_resolved(exports, backups):
+        problems.append(
+            f"key 'exports_dir': value {_show(exports)} is inside key 'backup_dir' ({backups!r}): readers would need their way "
+            "into backup_dir to reach it, and with it the backups; expected a directory outside backup_dir "
+            "(e.g. /opt/neo/runtime/exports beside /opt/neo/runtime/backups)"
+        )
+    if isinstance(db_path, str) and _is_within_resolved(os.path.dirname(os.path.normpath(db_path)), exports):
+        problems.append(
+            f"key 'db_path': value {_show(db_path)} is inside key 'exports_dir' ({exports!r}): readers could read the live DB "
+            "and its -wal; expected the DB outside exports_dir (e.g. /opt/neo/runtime/db/neo_live_stage1.db)"
+        )
+    return problems
+
+
 def validate(data: Any, source: str) -> Config:
     """Check a parsed YAML document and build a Config, or raise ConfigError with every problem."""
     if not isinstance(data, Mapping) or TOP_KEY not in data:
@@ -342,6 +392,7 @@ def validate(data: Any, source: str) -> Config:
                         f"(e.g. {os.path.join(os.path.dirname(where), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
                     )
                     break
+    problems.extend(_reader_exposure(values))
     if values.get("extra_files") and values.get("layout", "phases") != "snapshots":
         problems.append(
             "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"
@@ -367,6 +418,56 @@ def validate(data: Any, source: str) -> Config:
     return Config(source=source, **kwargs)
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that parses but that this config refuses; the message names the key or alias and its line."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader, refusing what YAML would accept silently.
+
+    Duplicate keys: YAML keeps the last value without a word, so a second
+    ``integrity_check_on_startup: false`` further down would turn the gate off. Merge keys
+    (``<<``) too: from a list of mappings YAML keeps the first value of a key instead.
+
+    Aliases (``*name``), all of them: this config has no use for them (the role writes it
+    as plain JSON values), and a 1 KB "billion laughs" of nested aliases expands to
+    gigabytes as soon as anything walks the value. The first alias stops the parse, before
+    anything is expanded.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.current_event  # check_event() has just peeked it
+            anchor = getattr(event, "anchor", None)
+            raise _Refused(
+                f"an alias (*{anchor}) at line {event.start_mark.line + 1}, column {event.start_mark.column + 1}: "
+                "anchors and aliases are not allowed in this config; write the value out in full"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(
+                    f"a merge key (<<) at line {key_node.start_mark.line + 1}: not allowed in this config (from a list of "
+                    "mappings YAML takes the first value of a key, not the last); write the keys out"
+                )
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise _Refused(
+                    f"key {_show(key)} appears twice in one mapping (line {first}, and again at line {line}); "
+                    "YAML would silently keep only the last value: keep one of them"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate one config file."""
     source = os.fspath(path)
@@ -388,7 +489,9 @@ def load(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
+    except _Refused as exc:
+        raise ConfigError(source, [str(exc)]) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

@@ -235,15 +235,18 @@ def _paths(cfg: Config, user: str | None, dirs: list[tuple[bool, str]]) -> Item:
 def _retention(cfg: Config) -> Item:
     decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
     doomed = [d for d in decisions if not d.keep]
+    # A backup dated in the future escapes retention and is never the newest: a FAIL, named.
+    ahead = [f"{d.entry.phase} backup {d.entry.base} is {d.reason}" for d in decisions if d.future_dated]
     where = "after every session and daily by neo-db-prune.timer" if cfg.layout == "phases" else "daily by neo-db-prune.timer"
     return Item(
         "retention is defined",
-        cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14,
+        cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14 and not ahead,
         [
             f"keep the newest {cfg.backup_retention_count} per phase, and anything younger than "
             f"{cfg.backup_retention_days} days ({cfg.abnormal_retention_days} for abnormal stops); pre/post pairs together",
             f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
             f"pruned {where}",
+            *ahead,
         ],
     )
 

@@ -52,9 +52,14 @@ def run(cfg: Config) -> dict[str, Any]:
     all_entries = catalog.entries(cfg)
     with tempfile.TemporaryDirectory(prefix="neo-db-drill-") as tmp:
         for phase in catalog.PHASE_DIRS:
-            candidates = [e for e in all_entries if e.phase == phase and e.verified and e.session != "quarantine"]
+            verified = [e for e in all_entries if e.phase == phase and e.verified and e.session != "quarantine"]
+            candidates = [e for e in verified if not e.future_dated(now)]  # a future-dated backup is never the newest
             if not candidates:
-                phases[phase] = {"result": "none", "detail": f"no verified {phase} backup"}
+                skipped = len(verified) - len(candidates)
+                phases[phase] = {
+                    "result": "none",
+                    "detail": f"no verified {phase} backup" + (f" ({skipped} dated in the future skipped)" if skipped else ""),
+                }
                 continue
             newest = max(candidates, key=lambda e: (e.created, e.base))
             ok, detail = _restore_and_check(cfg, newest, Path(tmp))
@@ -78,11 +83,18 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def last(cfg: Config) -> dict[str, Any] | None:
+    """The recorded result of the last drill, or None if there is none or it is unreadable (which is reported)."""
+    path = result_path(cfg)
     try:
-        doc = fsutil.read_json(result_path(cfg))
-    except (OSError, ValueError):
+        doc = fsutil.read_json(path)
+    except FileNotFoundError:
         return None
-    if not isinstance(doc, dict):
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s): no drill result; run 'neo-db drill' to record a new one", path, exc)
+        return None
+    wrong = _wrong_types(doc)
+    if wrong or not isinstance(doc, dict):
+        log.warning("%s has wrong types (%s): no drill result; run 'neo-db drill' to record a new one", path, wrong)
         return None
     try:
         at = dt.datetime.strptime(str(doc.get("at")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
@@ -90,3 +102,17 @@ def last(cfg: Config) -> dict[str, Any] | None:
     except ValueError:
         doc["age_seconds"] = None
     return doc
+
+
+def _wrong_types(doc: Any) -> str | None:
+    """What in a last_drill.json does not have the shape run() writes, or None."""
+    if not isinstance(doc, dict):
+        return f"it holds {type(doc).__name__}, not a JSON object"
+    if not isinstance(doc.get("result"), str):
+        return f"'result' is {doc.get('result')!r:.60}, not a string"
+    if not isinstance(doc.get("at"), str):
+        return f"'at' is {doc.get('at')!r:.60}, not a time such as 2026-04-22T19:15:00Z"
+    phases = doc.get("phases")
+    if not isinstance(phases, dict) or not all(isinstance(p, dict) and isinstance(p.get("result"), str) for p in phases.values()):
+        return f"'phases' is {phases!r:.60}, not a mapping of phase to {{result: ...}}"
+    return None

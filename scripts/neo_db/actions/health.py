@@ -82,7 +82,8 @@ def merge_into_summary(summary: Path, block: dict[str, Any]) -> None:
 def latest_session(cfg: Config) -> str | None:
     best: tuple[float, str] | None = None
     for item in fsutil.iter_entries(sessions_dir(cfg)):
-        if item.is_dir(follow_symlinks=False) and catalog.SESSION_RE.match(item.name):
+        name = item.name
+        if item.is_dir(follow_symlinks=False) and catalog.SESSION_RE.match(name) and name.lower() not in catalog.RESERVED_SESSION_IDS:
             p = Path(item.path) / "db_health.json"
             try:
                 key = (p.stat().st_mtime, item.name)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from .. import catalog
 from ..config import Config
+
+log = logging.getLogger(__name__)
 
 
 def rows(cfg: Config, now: dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -14,6 +17,16 @@ def rows(cfg: Config, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     out = []
     for e in catalog.entries(cfg):
         m = e.manifest or {}
+        ahead = e.future_dated(moment)
+        if ahead:
+            log.warning(
+                "%s backup %s is dated in the future (%s, %s ahead of now: a clock that ran ahead?): suspect; "
+                "it is never counted as the newest and prune keeps it; check it, then remove it by hand",
+                e.phase,
+                e.base,
+                catalog.iso(e.created),
+                human_age(-e.age_seconds(moment)).removeprefix("in "),
+            )
         out.append(
             {
                 "name": e.base,
@@ -24,6 +37,7 @@ def rows(cfg: Config, now: dt.datetime | None = None) -> list[dict[str, Any]]:
                 "size": e.size,
                 "status": e.status,
                 "verified": e.verified,
+                "future_dated": ahead,
                 "sha256": m.get("sha256"),
                 "db": str(e.db) if e.db else None,
                 "raw_dir": str(e.raw_dir) if e.raw_dir else None,
@@ -35,6 +49,8 @@ def rows(cfg: Config, now: dt.datetime | None = None) -> list[dict[str, Any]]:
 
 def human_age(seconds: float) -> str:
     s = int(seconds)
+    if s < 0:  # dated in the future
+        return f"in {human_age(-s)}"
     if s < 120:
         return f"{s}s"
     if s < 7200:

@@ -5,6 +5,10 @@ A backup is removed only if ALL hold:
 * it is older than ``backup_retention_days`` (abnormal stops: ``abnormal_retention_days``);
 * it is not the newest verified backup of its phase;
 * it is not one half of a session's pre/post pair whose other half is kept.
+
+A backup dated in the future (more than catalog.FUTURE_TOLERANCE ahead: a clock that ran
+ahead) is suspect: it is kept and named, never removed automatically, and it neither takes
+one of the newest ``backup_retention_count`` slots nor counts as the newest verified backup.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from .. import catalog, fsutil
 from ..config import Config
 from ..locking import state_lock
+from . import listing
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,7 @@ class Decision:
     entry: catalog.Entry
     keep: bool
     reason: str
+    future_dated: bool = False
 
     def as_dict(self, now: dt.datetime) -> dict[str, Any]:
         e = self.entry
@@ -38,6 +44,7 @@ class Decision:
             "status": e.status,
             "keep": self.keep,
             "reason": self.reason,
+            "future_dated": self.future_dated,
             "paths": [str(p) for p in e.paths()],
         }
 
@@ -50,8 +57,12 @@ def plan(cfg: Config, entries: list[catalog.Entry], now: dt.datetime) -> list[De
     for phase, items in by_phase.items():
         days = cfg.abnormal_retention_days if phase == "abnormal" else cfg.backup_retention_days
         newest_first = sorted(items, key=lambda e: (e.created, e.base), reverse=True)
-        newest_verified = next((e for e in newest_first if e.verified), None)
-        for rank, e in enumerate(newest_first):
+        genuine = [e for e in newest_first if not e.future_dated(now)]
+        for e in newest_first:
+            if e.future_dated(now):
+                decisions[e.base] = Decision(e, True, future_reason(e, now), future_dated=True)
+        newest_verified = next((e for e in genuine if e.verified), None)
+        for rank, e in enumerate(genuine):
             if e.session == "quarantine":
                 d = Decision(e, True, "a restore quarantine: removed by hand only")
             elif rank < cfg.backup_retention_count:
@@ -71,10 +82,21 @@ def plan(cfg: Config, entries: list[catalog.Entry], now: dt.datetime) -> list[De
     return sorted(decisions.values(), key=lambda d: (d.entry.created, d.entry.base))
 
 
+def future_reason(e: catalog.Entry, now: dt.datetime) -> str:
+    ahead = listing.human_age(-e.age_seconds(now)).removeprefix("in ")
+    return (
+        f"dated in the future ({catalog.iso(e.created)}, {ahead} ahead of now: a clock that ran ahead?): "
+        "suspect, kept, and never counted as the newest; check it, then remove it by hand"
+    )
+
+
 def run(cfg: Config, *, dry_run: bool, now: dt.datetime | None = None) -> list[Decision]:
     """Apply the policy. With dry_run, only say what would go. Holds the state lock unless nested."""
     moment = now or catalog.utcnow()
     decisions = plan(cfg, catalog.entries(cfg), moment)
+    for d in decisions:
+        if d.future_dated:
+            log.warning("%s backup %s is %s", d.entry.phase, d.entry.base, d.reason)
     doomed = [d for d in decisions if not d.keep]
     for d in doomed:
         for path in d.entry.paths():

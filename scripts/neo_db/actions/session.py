@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog, fsutil, sqlitedb
+from .. import config as config_mod
 from ..config import Config
-from ..errors import GateError, IntegrityError, NeoDbError
+from ..errors import GateError, IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
 from . import backup, check, health, prune
 
@@ -47,14 +48,48 @@ def current_path(cfg: Config) -> Path:
 
 
 def load_current(cfg: Config) -> dict[str, Any] | None:
+    """The open-session marker, or None. A marker that is unreadable or has wrong types is reported (the
+    warning is under the key "problem") and read as an unclean previous session of unknown ID: its raw
+    files get preserved, which costs a copy, while ignoring it could cost a crashed session's -wal."""
+    path = current_path(cfg)
     try:
-        doc = fsutil.read_json(current_path(cfg))
+        doc = fsutil.read_json(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        log.warning("unreadable %s (%s): treating the previous session as unclean", current_path(cfg), exc)
-        return {"session": None, "state": OPEN}
-    return doc if isinstance(doc, dict) else None
+        problem = f"{path} is unreadable ({exc}): treating the previous session as unclean"
+        log.warning("%s", problem)
+        return {"session": None, "state": OPEN, "problem": problem}
+    wrong = []
+    if not isinstance(doc, dict):
+        wrong.append(f"it holds {_show(doc)}, not a JSON object")
+        doc = {}
+    session = doc.get("session")
+    if session is not None and not (isinstance(session, str) and _valid_session(session)):
+        wrong.append(f"'session' is {_show(session)}, not a session ID such as S053")
+        session = None
+    state = doc.get("state")
+    if state not in (STARTING, OPEN):
+        wrong.append(f"'state' is {_show(state)}, not {STARTING!r} or {OPEN!r}")
+        state = OPEN
+    if not wrong:
+        return doc
+    problem = f"{path} has wrong types ({'; '.join(wrong)}): treating the previous session as unclean"
+    log.warning("%s", problem)
+    return {**doc, "session": session, "state": state, "problem": problem}
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _valid_session(session: str) -> bool:
+    try:
+        catalog.check_session_id(session)
+    except UsageError:
+        return False
+    return True
 
 
 def _save_current(cfg: Config, doc: dict[str, Any]) -> None:
@@ -70,46 +105,126 @@ def _counter_path(cfg: Config) -> Path:
     return cfg.state_dir / "session_counter.json"
 
 
-def last_number(cfg: Config) -> int | None:
+def read_counter(cfg: Config) -> tuple[int | None, str | None]:
+    """(the last session number, None); (None, None) if there is no counter yet; (None, what is wrong) if it is damaged."""
     try:
         doc = fsutil.read_json(_counter_path(cfg))
-        value = doc.get("last_number") if isinstance(doc, dict) else None
-        return value if isinstance(value, int) else None
-    except (OSError, ValueError):
-        return None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable ({exc})"
+    value = doc.get("last_number") if isinstance(doc, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        where = f"'last_number' is {_show(value)}" if isinstance(doc, dict) else f"it holds {_show(doc)}"
+        return None, f'damaged ({where}; expected {{"last_number": <the last session number>}})'
+    return value, None
 
 
 def format_session(cfg: Config, number: int) -> str:
     return f"{cfg.session_prefix}{number:0{cfg.session_number_width}d}"
 
 
-def next_session(cfg: Config) -> tuple[str, int]:
-    last = last_number(cfg)
-    number = cfg.session_first_number if last is None else max(last + 1, cfg.session_first_number)
-    return format_session(cfg, number), number
-
-
 def _number_of(cfg: Config, session: str) -> int | None:
     rest = session[len(cfg.session_prefix) :] if session.startswith(cfg.session_prefix) else ""
-    return int(rest) if rest.isdigit() else None
+    return int(rest) if rest.isascii() and rest.isdigit() else None
+
+
+def _session_dir_used(path: Path) -> bool:
+    """exports/sessions/<ID> belongs to a session that ran, unless all it holds is a db_health of refused starts."""
+    try:
+        if set(os.listdir(path)) - {"db_health.json"}:
+            return True  # the engine's summary, or anything else: the ID was used
+        block = fsutil.read_json(path / "db_health.json")["db_health"]
+        attempts = block["start_attempts"]
+        return not attempts or any(not isinstance(a, dict) or a.get("result") != "refused" for a in attempts)
+    except FileNotFoundError:
+        return False  # an empty directory
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # cannot tell: count it
+
+
+def highest_used(cfg: Config, previous: dict[str, Any] | None) -> tuple[int, str] | None:
+    """The highest session number (of this prefix) that was used, and where it was found: backup names,
+    exports/sessions/<ID>/ of sessions that ran, and the open-session marker."""
+    found: list[tuple[int, str]] = []
+    for e in catalog.entries(cfg):
+        number = _number_of(cfg, e.session) if e.session else None
+        if number is not None:
+            found.append((number, f"backup {e.base}"))
+    for item in fsutil.iter_entries(health.sessions_dir(cfg)):
+        number = _number_of(cfg, item.name)
+        if number is not None and item.is_dir(follow_symlinks=False) and _session_dir_used(Path(item.path)):
+            found.append((number, f"{item.path}/"))
+    if previous and previous.get("state") == OPEN and isinstance(previous.get("session"), str):
+        number = _number_of(cfg, previous["session"])
+        if number is not None:
+            found.append((number, f"the open session in {current_path(cfg)}"))
+    return max(found) if found else None
+
+
+def next_session(cfg: Config, previous: dict[str, Any] | None = None) -> tuple[str, int, str | None]:
+    """The next session ID, its number, and a warning if the counter had to be recovered.
+
+    A missing or damaged counter never restarts the numbering over IDs already used: the next
+    number follows the highest one found in the backups and exports. A damaged counter with
+    no such evidence is refused (exit 2) rather than guessed.
+    """
+    path = _counter_path(cfg)
+    last, damage = read_counter(cfg)
+    if last is not None:
+        number = max(last + 1, cfg.session_first_number)
+        return format_session(cfg, number), number, None
+    used = highest_used(cfg, previous)
+    if used is None:
+        if damage is None:  # a first run: no counter, no session anywhere
+            return format_session(cfg, cfg.session_first_number), cfg.session_first_number, None
+        example = format_session(cfg, cfg.session_first_number)
+        raise UsageError(
+            f"the session counter {path} is {damage}, and no backup, exports/sessions/ entry or open session shows "
+            "which session IDs were used: refusing to guess (a reused ID would overwrite that session's db_health)",
+            hint=f'write the last session number used into it, e.g. {{"last_number": 52}} (the next session is then 53), '
+            f"or delete it if no session ever ran on this host (the next session is then {example})",
+        )
+    number = max(used[0] + 1, cfg.session_first_number)
+    session = format_session(cfg, number)
+    state = "missing" if damage is None else damage
+    warning = (
+        f"the session counter {path} is {state}: recovered from the highest session number in use, "
+        f"{format_session(cfg, used[0])} ({used[1]}); this session is {session}, and the counter is rewritten when it opens"
+    )
+    log.warning("%s", warning)
+    return session, number, warning
 
 
 def _commit_counter(cfg: Config, session: str) -> None:
     number = _number_of(cfg, session)
     if number is None:
         return
-    last = last_number(cfg)
+    last, damage = read_counter(cfg)
     if last is None or number > last:
+        if damage:
+            log.warning("the session counter %s was %s; rewritten with %s", _counter_path(cfg), damage, session)
         fsutil.write_json_atomic(_counter_path(cfg), {"last_number": number, "session": session})
 
 
 def _write_env(cfg: Config, session: str) -> None:
-    text = f"NEO_SESSION_ID={session}\nNEO_DB_PATH={cfg.db_path}\n"
-    fsutil.write_bytes_atomic(cfg.state_dir / "session.env", text.encode(), mode=0o644)
+    """state/session.env for EnvironmentFile=. A value systemd would split or change is refused, never written."""
+    path = cfg.state_dir / "session.env"
+    lines = []
+    for key, value in (("NEO_SESSION_ID", session), ("NEO_DB_PATH", str(cfg.db_path))):
+        unsafe = config_mod.unsafe_chars(value)
+        if unsafe:
+            raise UsageError(
+                f"refusing to write {key}={value!r} into {path}: it has {unsafe}, which systemd's EnvironmentFile= "
+                "would read as another line or change",
+                hint=f"fix the path in {cfg.source} ('neo-db config validate {cfg.source}' names it)",
+            )
+        lines.append(f"{key}={value}\n")
+    fsutil.write_bytes_atomic(path, "".join(lines).encode(), mode=0o644)
 
 
 def _first_run(cfg: Config) -> bool:
-    return last_number(cfg) is None and not catalog.entries(cfg)
+    return not _counter_path(cfg).exists() and not catalog.entries(cfg)
 
 
 @dataclasses.dataclass
@@ -142,8 +257,10 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
     with state_lock(cfg):
         backup.clean_stale_temps(cfg)
         previous = load_current(cfg)
+        notes = [previous["problem"]] if previous and previous.get("problem") else []
         if session is None:
-            session, _ = next_session(cfg)
+            session, _, recovered = next_session(cfg, previous)
+            notes += [recovered] if recovered else []
         catalog.check_session_id(session)
         if previous is not None:
             if previous.get("state") == OPEN:
@@ -161,6 +278,7 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
         block.update({"session": session, "db_path": str(cfg.db_path), "started_at": catalog.iso(started)})
         block["stop"] = None
         block["post_session_backup"] = None
+        block["warnings"] = [*block.get("warnings", []), *notes]
         attempts = block.setdefault("start_attempts", [])
         log.info("session %s: starting (DB %s)", session, cfg.db_path)
 
