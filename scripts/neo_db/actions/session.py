@@ -33,6 +33,7 @@ from . import backup, check, health, prune
 log = logging.getLogger(__name__)
 
 STARTING = "starting"
+REFUSED_START_TRIGGER = "session-start-refused"
 OPEN = "open"
 
 
@@ -143,13 +144,25 @@ def _session_dir_used(path: Path) -> bool:
         return True  # cannot tell: count it
 
 
+def _kept_by_a_refused_start(entry: catalog.Entry) -> bool:
+    """An abnormal_stop copy made by a refused start (_preserve_refused): its session never opened,
+    so its ID was not used (a retried start keeps it, and finds its earlier copy)."""
+    if entry.phase != "abnormal":
+        return False
+    try:
+        stop_doc = fsutil.read_json(entry.raw_dir / "stop.json") if entry.raw_dir is not None else entry.manifest
+    except (OSError, ValueError):
+        return False
+    return isinstance(stop_doc, dict) and stop_doc.get("trigger") == REFUSED_START_TRIGGER
+
+
 def highest_used(cfg: Config, previous: dict[str, Any] | None) -> tuple[int, str] | None:
     """The highest session number (of this prefix) that was used, and where it was found: backup names,
     exports/sessions/<ID>/ of sessions that ran, and the open-session marker."""
     found: list[tuple[int, str]] = []
     for e in catalog.entries(cfg):
         number = _number_of(cfg, e.session) if e.session else None
-        if number is not None:
+        if number is not None and not _kept_by_a_refused_start(e):
             found.append((number, f"backup {e.base}"))
     for item in fsutil.iter_entries(health.sessions_dir(cfg)):
         number = _number_of(cfg, item.name)
@@ -364,7 +377,7 @@ def _preserve_refused(cfg: Config, session: str, block: dict[str, Any], exc: Int
         "detail": f"session {session} was refused: the -wal is damaged in the middle; preserving the raw files before anything else",
         "found_by": session,
     }
-    kept, warnings = backup.preserve_abnormal(cfg, session, "session-start-refused", stop)
+    kept, warnings = backup.preserve_abnormal(cfg, session, REFUSED_START_TRIGGER, stop)
     block["refused_start_raw_copy"] = kept.get("raw_copy")
     block["refused_start_backup"] = kept.get("backup")
     block["refused_start_fingerprint"] = fingerprint
