@@ -241,9 +241,10 @@ def take_backup(
 def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Best-effort preservation after an abnormal stop. Returns (what was kept, warnings).
 
-    The raw DB, -wal and -shm are copied byte for byte BEFORE anything opens the DB (a
-    normal open would recover and checkpoint the WAL). Then a consistent backup-API copy
-    is taken if the DB opens. Nothing here deletes or moves a -wal.
+    The raw DB, -wal, -shm and a hot -journal are copied byte for byte BEFORE anything
+    opens the DB (a normal open would recover and checkpoint the WAL, or roll the journal
+    back). Then a consistent backup-API copy is taken if the DB opens. Nothing here
+    deletes or moves a -wal or a -journal.
     """
     kept: dict[str, Any] = {}
     warnings: list[str] = []
@@ -256,7 +257,7 @@ def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict
 
     raw_final = directory / f"{base}.raw"
     raw_tmp = fsutil.tmp_path_for(raw_final)
-    sources = [cfg.db_path, Path(f"{cfg.db_path}-wal"), Path(f"{cfg.db_path}-shm")]
+    sources = [Path(f"{cfg.db_path}{suffix}") for suffix in sqlitedb.LIVE_SUFFIXES]
     present = [p for p in sources if p.is_file()]
     if present:
         try:
