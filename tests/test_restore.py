@@ -135,6 +135,32 @@ def backup_tmpfs(runtime: Runtime) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+# ---- 1. out of space ----
+
+
+def test_a_temp_dir_holding_the_live_db_is_put_back_not_removed(runtime: Runtime) -> None:
+    """What an interrupted quarantine of an older neo-db left: the live DB moved into a .tmp- dir."""
+    make_db(runtime.db)
+    manual_backup(runtime)
+    leave_wal(runtime.db)
+    old = live_state(runtime)
+    tmp = runtime.backups / "abnormal_stop" / ".tmp-neo_live_stage1_abnormal_quarantine_2026-01-01T00-00-00Z.raw.4242"
+    tmp.mkdir(parents=True)
+    os.rename(runtime.db, tmp / runtime.db.name)  # the DB moved, its -wal and -shm not yet
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert live_state(runtime) == old, "the DB is back beside its -wal, byte for byte"
+    assert not tmp.exists()
+    assert runtime.stop().rc == 0
+    # Positive control: a temp dir that holds only copies is still removed.
+    copies = runtime.backups / "abnormal_stop" / ".tmp-neo_live_stage1_abnormal_S002_2026-01-01T00-00-00Z.raw.4243"
+    copies.mkdir()
+    (copies / runtime.db.name).write_bytes(runtime.db.read_bytes())
+    r = runtime.cli("backup")
+    assert r.rc == 0, r.err
+    assert not copies.exists() and "left by an interrupted run" in r.err
+
+
 # ---- 3. a hot -journal ----
 
 
