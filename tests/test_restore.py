@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +140,96 @@ def backup_tmpfs(runtime: Runtime) -> Iterator[Path]:
 # ---- 1. out of space ----
 
 
+def test_a_quarantine_that_does_not_fit_is_refused_before_anything_moves(runtime: Runtime, backup_tmpfs: Path) -> None:
+    make_db(runtime.db)
+    backup = manual_backup(runtime)
+    leave_wal(runtime.db, inserts=1500)  # ~0.8 MB of -wal: the DB fits in what is left of the tmpfs, the -wal does not
+    old = live_shas(runtime)
+    assert set(old) == {"neo_live_stage1.db", "neo_live_stage1.db-wal", "neo_live_stage1.db-shm"}
+
+    r = runtime.cli("restore", backup.stem, "--yes")
+    assert r.rc == 1, r.err
+    assert "internal error" not in r.err and "Traceback" not in r.err
+    assert str(backup_tmpfs / "abnormal_stop") in r.err and "bytes" in r.err, r.err
+    assert live_shas(runtime) == old, "the old DB is untouched"
+    state = live_state(runtime)
+    assert tmp_entries(runtime) == [] and quarantines(runtime) == []
+    assert db_dir_names(runtime) == sorted(old)
+    # The next session-start finds nothing of the live DB in a temp dir to remove, and passes the gate.
+    start = runtime.cli("session-start")
+    assert start.rc == 0, start.err
+    assert "left by an interrupted run" not in start.err
+    assert live_state(runtime) == state
+    assert runtime.stop().rc == 0
+
+    # Positive control: with room on that filesystem, the same restore works (copied across, then verified).
+    subprocess.run(["mount", "-o", "remount,size=16m", str(backup_tmpfs)], check=True)
+    old = live_shas(runtime)
+    r = runtime.cli("restore", backup.stem, "--yes", "--json")
+    assert r.rc == 0, r.err
+    assert db_dir_names(runtime) == ["neo_live_stage1.db"]
+    assert rows_of(runtime.db) == rows_of(backup)
+    [q] = quarantines(runtime)
+    assert Path(r.json["quarantine"]) == q
+    assert_complete_quarantine(q, old)
+    assert tmp_entries(runtime) == []
+    assert runtime.cli("check").rc == 0
+
+
+def test_an_error_half_way_through_the_moves_puts_back_what_moved(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    backup = manual_backup(runtime)
+    leave_wal(runtime.db)
+    old = live_shas(runtime)
+    shm = Path(f"{runtime.db}-shm")
+    subprocess.run(["chattr", "+i", str(shm)], check=True)  # a real EPERM on its rename, after the DB and the -wal moved
+    try:
+        r = runtime.cli("restore", backup.stem, "--yes")
+    finally:
+        subprocess.run(["chattr", "-i", str(shm)], check=True)
+    assert r.rc == 1, r.err
+    assert "internal error" not in r.err and "Traceback" not in r.err
+    assert str(shm) in r.err and "rolled back" in r.err, r.err
+    assert live_shas(runtime) == old, "the DB and the -wal are back beside the -shm, byte for byte"
+    assert db_dir_names(runtime) == sorted(old)
+    assert quarantines(runtime) == [] and tmp_entries(runtime) == []
+    # Positive control: nothing in the way, the same restore goes through.
+    r = runtime.cli("restore", backup.stem, "--yes")
+    assert r.rc == 0, r.err
+    assert db_dir_names(runtime) == ["neo_live_stage1.db"]
+    assert_complete_quarantine(quarantines(runtime)[0], old)
+
+
+def test_a_quarantine_that_cannot_be_finished_keeps_the_old_files_until_it_can(runtime: Runtime, backup_tmpfs: Path) -> None:
+    make_db(runtime.db)
+    backup = manual_backup(runtime)
+    leave_wal(runtime.db)
+    old = live_shas(runtime)
+    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(NEO_DB_FAULT_STEP="installed"))
+    assert r.rc == -signal.SIGKILL, r.err
+    filler = backup_tmpfs / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)  # until ENOSPC
+    # The next session-start finds the restored DB in place and cannot copy the quarantine: the
+    # session goes on, and the old files stay where the restore put them.
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert "could not be finished" in r.err and "No space left on device" in r.err, r.err
+    staging = runtime.db.parent / f".{runtime.db.name}.restore"
+    assert {p.name: sha(p) for p in (staging / "old").iterdir() if p.name in old} == old
+    assert rows_of(runtime.db) == rows_of(backup)
+    assert quarantines(runtime) == [] and tmp_entries(runtime) == []
+    assert runtime.stop().rc == 0
+    r = runtime.cli("restore", backup.stem, "--yes")
+    assert r.rc == 1 and "an earlier restore is not finished" in r.err, r.err
+    # Positive control: with room again, any command finishes it.
+    filler.unlink()
+    r = runtime.cli("list")
+    assert r.rc == 0, r.err
+    assert not staging.exists()
+    assert_complete_quarantine(quarantines(runtime)[0], old)
+    assert [n for n in db_dir_names(runtime) if n.startswith(".")] == []
+
+
 def test_a_temp_dir_holding_the_live_db_is_put_back_not_removed(runtime: Runtime) -> None:
     """What an interrupted quarantine of an older neo-db left: the live DB moved into a .tmp- dir."""
     make_db(runtime.db)
@@ -161,7 +253,106 @@ def test_a_temp_dir_holding_the_live_db_is_put_back_not_removed(runtime: Runtime
     assert not copies.exists() and "left by an interrupted run" in r.err
 
 
+# ---- 2. killed mid-restore: seeded random moments (the named steps are in test_restore_steps.py) ----
+
+
+def test_kill_9_at_seeded_random_moments_of_a_restore_leaves_the_old_or_the_new_db_whole(runtime: Runtime, tmp_path: Path) -> None:
+    seed = int(os.environ.get("NEO_RESTORE_SEED", random.SystemRandom().randrange(1 << 32)))
+    print(f"NEO_RESTORE_SEED={seed}")
+    rng = random.Random(seed)
+    make_db(runtime.db, rows=40_000)  # ~10 MB: a restore takes long enough to be caught in each stage
+    backup = manual_backup(runtime)
+    new_rows = rows_of(backup)
+    leave_wal(runtime.db, inserts=2000)
+    template = tmp_path / "template"
+    template.mkdir()
+    old_rows = rows_of(runtime.db)
+    old = live_shas(runtime)
+    for name in old:
+        (template / name).write_bytes((runtime.db.parent / name).read_bytes())
+    old_state = live_state(runtime)
+
+    def reset() -> None:
+        for name in os.listdir(runtime.db.parent):
+            path = runtime.db.parent / name
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+        for name in old:
+            (runtime.db.parent / name).write_bytes((template / name).read_bytes())
+        for d in (runtime.backups / "abnormal_stop", runtime.exports / "restores"):
+            subprocess.run(["rm", "-rf", str(d)], check=True)
+
+    # How long an uninterrupted restore takes here (only to spread the kills over it; nothing is asserted on it).
+    t0 = time.monotonic()
+    assert runtime.cli("restore", backup.stem, "--yes").rc == 0
+    span = time.monotonic() - t0
+    outcomes = []
+    for i in range(10):
+        reset()
+        delay = rng.uniform(0.3, 1.0) * span  # the first third is mostly the interpreter starting and the backup's check
+        after = rng.choice(["session-start", "backup", "prune", "list", "check", "restore"])
+        proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(NEO_DB), "restore", backup.stem, "--yes"],
+            env=runtime.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        rc = proc.wait()
+        where = f"kill {i} at {delay:.3f}s of {span:.3f}s (rc {rc}), then {after} (NEO_RESTORE_SEED={seed})"
+        args = [after, backup.stem, "--dry-run"] if after == "restore" else [after]
+        r = runtime.cli(*args)
+        assert "internal error" not in r.err and "Traceback" not in r.err, f"{where}: {r.err}"
+        names = db_dir_names(runtime)
+        assert not [n for n in names if n.startswith(".")], f"{where}: left behind in db/: {names}"
+        if live_state(runtime) == old_state:
+            outcomes.append("old")
+            assert rows_of(runtime.db) == old_rows, where
+            assert quarantines(runtime) == [], where
+        else:
+            outcomes.append("new")
+            assert runtime.db.is_file(), f"{where}: no live DB: {names}"
+            assert rows_of(runtime.db) == new_rows, where
+            [q] = quarantines(runtime)
+            assert_complete_quarantine(q, old)
+        assert tmp_entries(runtime) == [], f"{where}: {tmp_entries(runtime)}"
+        check = runtime.cli("check")
+        assert check.rc == 0, f"{where}: {check.err}"
+        if after == "session-start":
+            assert runtime.stop().rc == 0
+    print(f"outcomes: {outcomes}")
+
+
 # ---- 3. a hot -journal ----
+
+
+def test_a_hot_journal_is_moved_aside_with_the_db_so_the_restored_db_opens_clean(runtime: Runtime) -> None:
+    make_db(runtime.db, rows=2000, wal=False)
+    backup = manual_backup(runtime)
+    expected = rows_of(backup)
+    # The live DB goes on to differ from the backup, then a writer dies mid-transaction.
+    conn = sqlite3.connect(runtime.db, isolation_level=None)
+    conn.execute("DELETE FROM trades WHERE id % 3 = 0")
+    conn.execute("INSERT INTO trades(symbol, qty, note) SELECT 'NEW', qty, note || note FROM trades WHERE id < 500")
+    conn.execute("VACUUM")
+    conn.close()
+    leave_hot_journal(runtime.db)
+    old = live_shas(runtime)
+    assert set(old) == {"neo_live_stage1.db", "neo_live_stage1.db-journal"}
+
+    r = runtime.cli("restore", backup.stem, "--yes", "--json")
+    assert r.rc == 0, r.err
+    assert db_dir_names(runtime) == ["neo_live_stage1.db"], "no stale -journal beside the restored DB"
+    assert_complete_quarantine(Path(r.json["quarantine"]), old)
+    # The engine's first read-write open: nothing is rolled back into the restored DB.
+    conn = sqlite3.connect(runtime.db, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    assert rows_of(runtime.db) == expected
+    assert runtime.cli("check").rc == 0
 
 
 def test_an_abnormal_stop_preserves_a_hot_journal_with_the_raw_files(runtime: Runtime) -> None:
@@ -239,3 +430,39 @@ def test_the_lock_probe_names_a_rollback_journal_writer_it_cannot_see_in_proc(tm
         assert probe_as_nobody() == "[]", "the hot -journal left by the dead writer is held by nobody"
     finally:
         subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+# ---- 5. two restores at once ----
+
+
+def test_two_restores_started_at_the_same_moment_leave_a_live_db(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    backup = manual_backup(runtime)
+    leave_wal(runtime.db)
+    old = live_shas(runtime)
+    go = runtime.root / "go"
+    barrier = 'while [ ! -e "$0" ]; do sleep 0.001; done; exec "$@"'
+    procs = [
+        subprocess.Popen(
+            ["sh", "-c", barrier, str(go), SYSTEM_PYTHON, str(NEO_DB), "restore", backup.stem, "--yes"],
+            env=runtime.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    go.touch()
+    outputs = [p.communicate(timeout=120) for p in procs]
+    results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+    for rc, _out, err in results:
+        assert rc in (0, 7), err
+        assert "Directory not empty" not in err and "internal error" not in err and "Traceback" not in err, err
+    assert [rc for rc, _, _ in results].count(0) >= 1
+    assert db_dir_names(runtime) == ["neo_live_stage1.db"]
+    assert rows_of(runtime.db) == rows_of(backup)
+    qs = quarantines(runtime)
+    assert len(qs) == [rc for rc, _, _ in results].count(0), "one complete quarantine per restore done"
+    assert_complete_quarantine(qs[0], old)
+    assert tmp_entries(runtime) == []
+    assert runtime.cli("check").rc == 0

@@ -124,7 +124,9 @@ def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(config_mod.resolve_path(args.config))
+    cfg = config_mod.load(config_mod.resolve_path(args.config))
+    restore.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
+    return cfg
 
 
 def cmd_check(args: argparse.Namespace) -> int:
