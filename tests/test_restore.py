@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, make_db
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, count_rows, make_db
 
 SIDES = ("", "-wal", "-shm", "-journal")
 
@@ -430,6 +431,55 @@ def test_the_lock_probe_names_a_rollback_journal_writer_it_cannot_see_in_proc(tm
         assert probe_as_nobody() == "[]", "the hot -journal left by the dead writer is held by nobody"
     finally:
         subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+# ---- 4. a backup of another database ----
+
+
+@pytest.mark.parametrize("other", ["db_path", "stem"])
+def test_a_backup_of_another_database_is_refused_unless_the_operator_says_so(runtime: Runtime, tmp_path: Path, other: str) -> None:
+    make_db(runtime.db)
+    own = manual_backup(runtime)
+    # Another database's backup, taken by neo-db with that database's config.
+    other_db = tmp_path / "elsewhere" / ("neo_live_stage1.db" if other == "db_path" else "atlas.db")
+    other_db.parent.mkdir()
+    make_db(other_db, rows=7)
+    other_cfg = tmp_path / "other.yml"
+    settings = {**runtime.settings, "db_path": str(other_db), "state_dir": str(tmp_path / "other-state")}
+    if other == "stem":
+        settings["backup_dir"] = str(tmp_path / "other-backups")
+    other_cfg.write_text(yaml.safe_dump({"db_safeguards": settings}))
+    r = runtime.cli("backup", "--json", env=runtime.env(NEO_DB_CONFIG=str(other_cfg)))
+    assert r.rc == 0, r.err
+    foreign = Path(r.json["path"])
+    if other == "stem":  # copied into this DB's backup_dir under this DB's name
+        stamp = foreign.stem.rsplit("_", 1)[1]
+        name = f"{runtime.db.stem}_manual_{stamp}"
+        if (runtime.backups / "manual" / f"{name}.db").exists():
+            name = f"{runtime.db.stem}_manual_2030-01-01T00-00-00Z"
+        (runtime.backups / "manual" / f"{name}.db").write_bytes(foreign.read_bytes())
+        (runtime.backups / "manual" / f"{name}.json").write_bytes(foreign.with_suffix(".json").read_bytes())
+        foreign = runtime.backups / "manual" / f"{name}.db"
+    before = live_shas(runtime)
+
+    for extra in (["--dry-run"], ["--yes"]):
+        r = runtime.cli("restore", foreign.stem, *extra)
+        assert r.rc == 2, r.err
+        assert "Traceback" not in r.err and "--allow-other-db" in r.err
+        if other == "db_path":
+            assert str(other_db) in r.err and str(runtime.db) in r.err, r.err
+        else:
+            assert "'atlas'" in r.err and "'neo_live_stage1'" in r.err, r.err
+        assert live_shas(runtime) == before
+    assert quarantines(runtime) == []
+
+    # Positive controls: this DB's own backup needs no flag; the other one goes in when the operator says so.
+    r = runtime.cli("restore", own.stem, "--yes")
+    assert r.rc == 0, r.err
+    assert count_rows(runtime.db) == 200
+    r = runtime.cli("restore", foreign.stem, "--yes", "--allow-other-db")
+    assert r.rc == 0, r.err
+    assert count_rows(runtime.db) == 7
 
 
 # ---- 5. two restores at once ----

@@ -1,7 +1,8 @@
 """`neo-db restore BACKUP`: put a verified backup back as the live DB, losing nothing.
 
 Refuses while the engine is active or anything holds the DB open; accepts only a
-backup listed in backup_dir; checks its sha256 against the manifest and runs
+backup listed in backup_dir, of this DB (its manifest names this db_path and stem,
+unless --allow-other-db); checks its sha256 against the manifest and runs
 integrity_check; checks free space before anything moves.
 
 The restore is a small journaled state machine in a staging directory beside the live
@@ -121,6 +122,21 @@ def verify_entry(cfg: Config, entry: catalog.Entry) -> dict[str, Any]:
     return manifest
 
 
+def other_db(cfg: Config, entry: catalog.Entry) -> str | None:
+    """What says this backup is of another database than cfg's (None: it is of this one)."""
+    manifest = entry.manifest or {}
+    named = manifest.get("db_path")
+    file = manifest.get("file")
+    stem = None
+    if isinstance(file, str) and file:
+        name = Path(file).name
+        parsed = catalog.parse(name[: -len(".db")] if name.endswith(".db") else name)
+        stem = parsed[0] if parsed else Path(name).stem
+    if named == str(cfg.db_path) and stem in (None, cfg.db_stem):
+        return None
+    return f"its manifest names db_path {named!r} (stem {stem!r}); this config's DB is {cfg.db_path} (stem {cfg.db_stem!r})"
+
+
 def _refuse_if_in_use(cfg: Config) -> None:
     active = systemd.is_active(cfg.engine_unit)
     if active:
@@ -168,13 +184,20 @@ def _plan(cfg: Config, entry: catalog.Entry, manifest: dict[str, Any], in_use: s
         "target": str(cfg.db_path),
         "dry_run": dry_run,
         "must_stop_first": in_use,
+        "other_db": other_db(cfg, entry),
         "at": catalog.iso(now),
         "record": str(restores / f"restore_{now.strftime(catalog.TS_FORMAT)}.json"),
     }
 
 
-def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, Any]:
+def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool, allow_other_db: bool = False) -> dict[str, Any]:
     entry = resolve(cfg, name)
+    foreign = other_db(cfg, entry) if entry.manifest else None  # no manifest: verify_entry refuses it
+    if foreign and not allow_other_db:
+        raise UsageError(
+            f"{entry.base} is a backup of another database: {foreign}",
+            hint="pick a backup of this DB from 'neo-db list', or rerun with --allow-other-db to put that database in its place on purpose",
+        )
     # A dry run is the plan made before the engine is stopped (ansible/restore.yml checks the
     # backup first, so a bad backup never costs a stop): an engine in use is reported, not fatal.
     in_use = None
@@ -191,6 +214,8 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, An
         if in_use:
             log.warning("%s", in_use)
             log.warning("stop it before the restore itself (ansible/restore.yml does)")
+        if foreign:
+            log.warning("%s is a backup of another database (--allow-other-db): %s", entry.db.name, foreign)
         names = ", ".join(Path(p).name for p in plan["moves_aside"]) or "nothing"
         log.info("would move %s aside into %s", names, plan["quarantine"])
         log.info("would put %s in place as %s (WAL mode)", entry.db.name, cfg.db_path)
@@ -209,6 +234,8 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, An
                 hint="see the error above about it; once it is solved, any neo-db command completes that restore",
             )
         plan = _plan(cfg, entry, manifest, None, dry_run=False)
+        if foreign:
+            log.warning("restoring a backup of another database (--allow-other-db): %s", foreign)
         live = [Path(p) for p in plan["moves_aside"]]
         try:
             _check_space(cfg, entry.db, live)
