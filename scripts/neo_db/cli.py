@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("backup", metavar="BACKUP", help="a name from 'neo-db list', or its path inside backup_dir")
     sp.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
     sp.add_argument("--yes", action="store_true", help="really replace the live DB")
+    sp.add_argument("--allow-other-db", action="store_true", help="accept a backup whose manifest names another database (db_path or stem)")
 
     add("drill", "restore test: restore the newest verified backup of each phase into a temp dir and check it")
 
@@ -124,7 +125,9 @@ def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(config_mod.resolve_path(args.config))
+    cfg = config_mod.load(config_mod.resolve_path(args.config))
+    restore.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
+    return cfg
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -227,7 +230,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    doc = restore.restore(cfg, args.backup, dry_run=args.dry_run, yes=args.yes)
+    doc = restore.restore(cfg, args.backup, dry_run=args.dry_run, yes=args.yes, allow_other_db=args.allow_other_db)
     verb = "would restore" if args.dry_run else "restored"
     text = f"{verb} {doc['backup']} -> {doc['target']}\n  sha256 {doc['sha256']} and integrity_check ok"
     text += (

@@ -2,6 +2,8 @@
 
 Every command that writes backups or session state holds it, so a `.tmp-` file
 found while holding the lock was left by an interrupted run and is safe to remove.
+Whoever takes the lock first completes or rolls back a restore that was interrupted
+(see actions/restore.py), so no command ever runs on a half-restored DB.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        from .actions import restore  # noqa: PLC0415  (here, not at the top: restore takes this lock itself)
+
+        restore.recover(cfg)
         yield
     finally:
         os.close(fd)

@@ -23,6 +23,9 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGICS = (0x377F0682, 0x377F0683)
 WAL_VERSION = 3007000
 MMAP_MAX = 1 << 40  # the integrity check maps the whole file; SQLite caps it at its compile-time limit
+# The live file set: the DB, its -wal and -shm, and a (hot) rollback -journal, which the
+# next read-write open plays back into whatever DB file then has the name.
+LIVE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 
 class CopyError(Exception):

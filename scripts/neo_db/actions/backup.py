@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -64,16 +65,48 @@ class BackupResult:
 
 
 def clean_stale_temps(cfg: Config) -> list[Path]:
-    """Remove what interrupted runs left behind. Call only while holding the state lock."""
+    """Remove what interrupted runs left behind. Call only while holding the state lock.
+
+    A temp dir that holds the live DB itself (the live DB is missing and the dir has a
+    file of its name: an older neo-db's quarantine, interrupted) is never removed: its
+    live files are put back first.
+    """
     removed: list[Path] = []
     for phase in catalog.PHASE_DIRS:
         for item in fsutil.iter_entries(catalog.phase_dir(cfg, phase)):
             if item.name.startswith(fsutil.TMP_PREFIX):
                 path = Path(item.path)
+                if item.is_dir(follow_symlinks=False) and not os.path.lexists(cfg.db_path) and (path / cfg.db_path.name).is_file():
+                    try:
+                        _put_back(cfg, path)
+                    except (OSError, NeoDbError) as exc:
+                        log.error(
+                            "%s holds the live DB, which is missing; putting it back failed (%s): kept, put it back by hand", path, exc
+                        )
+                        continue
                 fsutil.remove_quietly(path)
                 removed.append(path)
                 log.info("removed %s, left by an interrupted run", path)
     return removed
+
+
+def _put_back(cfg: Config, tmp_dir: Path) -> None:
+    """Move the live files an interrupted run moved into tmp_dir back beside the DB (never over one there)."""
+    for suffix in sqlitedb.LIVE_SUFFIXES:
+        src, dst = tmp_dir / f"{cfg.db_path.name}{suffix}", Path(f"{cfg.db_path}{suffix}")
+        if not src.is_file() or src.is_symlink() or os.path.lexists(dst):
+            continue  # a copy (the original is still in place), or nothing
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            staged = fsutil.tmp_path_for(dst)
+            fsutil.copy_raw(src, staged)
+            os.rename(staged, dst)
+            src.unlink()
+        fsutil.fsync_dir(dst.parent)
+        log.warning("put %s back as %s: an interrupted run had moved it into %s", src.name, dst, tmp_dir)
 
 
 def free_timestamp(taken: Callable[[dt.datetime], bool], now: dt.datetime | None, what: str) -> dt.datetime:
@@ -241,9 +274,10 @@ def take_backup(
 def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Best-effort preservation after an abnormal stop. Returns (what was kept, warnings).
 
-    The raw DB, -wal and -shm are copied byte for byte BEFORE anything opens the DB (a
-    normal open would recover and checkpoint the WAL). Then a consistent backup-API copy
-    is taken if the DB opens. Nothing here deletes or moves a -wal.
+    The raw DB, -wal, -shm and a hot -journal are copied byte for byte BEFORE anything
+    opens the DB (a normal open would recover and checkpoint the WAL, or roll the journal
+    back). Then a consistent backup-API copy is taken if the DB opens. Nothing here
+    deletes or moves a -wal or a -journal.
     """
     kept: dict[str, Any] = {}
     warnings: list[str] = []
@@ -256,7 +290,7 @@ def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict
 
     raw_final = directory / f"{base}.raw"
     raw_tmp = fsutil.tmp_path_for(raw_final)
-    sources = [cfg.db_path, Path(f"{cfg.db_path}-wal"), Path(f"{cfg.db_path}-shm")]
+    sources = [Path(f"{cfg.db_path}{suffix}") for suffix in sqlitedb.LIVE_SUFFIXES]
     present = [p for p in sources if p.is_file()]
     if present:
         try:

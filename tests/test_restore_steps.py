@@ -1,0 +1,148 @@
+"""kill -9 right after each step of a restore (restore.STEPS), then another neo-db command.
+
+The restore SIGKILLs itself after the step named by NEO_DB_FAULT_STEP (a real SIGKILL of the
+real CLI process). Every step is killed in each setup that reaches it: the DB in WAL mode
+(DB, -wal, -shm) with backup_dir on the DB's filesystem and on another one (a tmpfs), and a
+rollback-journal DB with a hot -journal. A step that is never reached fails its test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import Runtime, make_db
+from neo_db.actions import restore
+from test_restore import (
+    SIDES,
+    assert_complete_quarantine,
+    db_dir_names,
+    leave_hot_journal,
+    leave_wal,
+    live_shas,
+    live_state,
+    manual_backup,
+    quarantines,
+    rows_of,
+    tmp_entries,
+)
+
+SETUPS = (("wal", "same-fs"), ("wal", "other-fs"), ("journal", "same-fs"))
+NEEDS = {"moved-wal": "wal", "moved-shm": "wal", "moved-journal": "journal", "quarantine-copied": "other-fs"}
+SEED = int(os.environ.get("NEO_RESTORE_SEED", random.SystemRandom().randrange(1 << 32)))
+
+
+def kill_points() -> list[tuple[str, str, str]]:
+    return [(step, live, fs) for live, fs in SETUPS for step in restore.STEPS if NEEDS.get(step) in (None, live, fs)]
+
+
+def test_every_step_of_a_restore_is_killed_in_some_setup() -> None:
+    assert {step for step, _, _ in kill_points()} == set(restore.STEPS)
+    assert list(restore.STEPS).index("committed") > list(restore.STEPS).index("moved-journal")
+
+
+@pytest.fixture
+def backup_fs(runtime: Runtime, request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.callspec.params["fs"] == "other-fs":
+        runtime.backups.mkdir()
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(runtime.backups)], check=True, capture_output=True)
+        except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+            pytest.skip(f"cannot mount a tmpfs here: {exc}")
+        yield
+        subprocess.run(["umount", "-l", str(runtime.backups)], check=False)
+    else:
+        yield
+
+
+@pytest.mark.parametrize(("step", "live", "fs"), kill_points())
+def test_kill_9_after_a_restore_step_leaves_the_old_or_the_new_db_whole(
+    runtime: Runtime, backup_fs: None, step: str, live: str, fs: str
+) -> None:
+    rng = random.Random(f"{SEED}-{step}-{live}-{fs}")
+    where = f"killed after {step!r} ({live}, backup_dir on the {fs}; NEO_RESTORE_SEED={SEED})"
+    print(where)
+    make_db(runtime.db, rows=300, wal=live == "wal")
+    backup = manual_backup(runtime)
+    new_rows = rows_of(backup)
+    if live == "wal":
+        leave_wal(runtime.db)
+        old_rows = rows_of(runtime.db)
+    else:  # the live DB moves on from the backup, then its writer dies mid-transaction
+        conn = sqlite3.connect(runtime.db, isolation_level=None)
+        conn.execute("DELETE FROM trades WHERE id % 3 = 0")
+        conn.execute("VACUUM")
+        conn.close()
+        leave_hot_journal(runtime.db)
+        old_rows = None  # a read-only open cannot roll the hot -journal back
+    old, old_state = live_shas(runtime), live_state(runtime)
+    assert len(old) == 3 if live == "wal" else 2
+
+    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(**{restore.ENV_FAULT_STEP: step}))
+    assert r.rc == -signal.SIGKILL, f"{where}: the restore was not killed (rc {r.rc}): is the step reached?\n{r.err}"
+
+    expected = "new" if restore.STEPS.index(step) >= restore.STEPS.index("committed") else "old"
+    # Any neo-db command; with the old hot -journal back in place, one that does not open the DB.
+    commands = ["session-start", "backup", "prune", "list", "check", "restore"]
+    if live == "journal" and expected == "old":
+        commands = ["prune", "list", "restore"]
+    after = rng.choice(commands)
+    nxt = runtime.cli(*([after, backup.stem, "--dry-run"] if after == "restore" else [after]))
+    assert nxt.rc == 0, f"{where}, then {after}: {nxt.err}"
+    assert "internal error" not in nxt.err and "Traceback" not in nxt.err, nxt.err
+    names = db_dir_names(runtime)
+    assert set(names) <= {f"{runtime.db.name}{s}" for s in SIDES}, f"{where}, then {after}: left behind in db/: {names}"
+
+    if expected == "old":
+        assert live_state(runtime) == old_state, f"{where}, then {after}: the old DB is not intact in place"
+        if old_rows is not None:
+            assert rows_of(runtime.db) == old_rows
+        assert quarantines(runtime) == []
+    else:
+        assert runtime.db.is_file(), f"{where}, then {after}: no live DB"
+        assert rows_of(runtime.db) == new_rows, f"{where}, then {after}: the restored DB is not the backup"
+        [q] = quarantines(runtime)
+        assert_complete_quarantine(q, old)
+        assert len(list((runtime.exports / "restores").glob("restore_*.json"))) == 1
+    assert tmp_entries(runtime) == []
+    assert not (runtime.db.parent / f".{runtime.db.name}.restore").exists()
+
+    if live == "journal" and expected == "old":
+        # The old DB with its hot -journal, as it was: the restore, done again, now goes through.
+        assert runtime.cli("restore", backup.stem, "--yes").rc == 0
+        assert rows_of(runtime.db) == new_rows
+    if after != "session-start":
+        start = runtime.cli("session-start")
+        assert start.rc == 0, f"{where}, then {after}, then session-start: {start.err}"
+    assert runtime.stop().rc == 0
+
+
+AFTER_COMMIT = restore.STEPS[restore.STEPS.index("committed") + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("step", "fs"), [(s, fs) for fs in ("same-fs", "other-fs") for s in AFTER_COMMIT if NEEDS.get(s) in (None, "wal", fs)]
+)
+def test_a_recovery_killed_in_turn_is_completed_by_the_next_command(runtime: Runtime, backup_fs: None, step: str, fs: str) -> None:
+    make_db(runtime.db, rows=300)
+    backup = manual_backup(runtime)
+    leave_wal(runtime.db)
+    old = live_shas(runtime)
+    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(**{restore.ENV_FAULT_STEP: "committed"}))
+    assert r.rc == -signal.SIGKILL, r.err
+    # The command that completes the restore is killed in turn, right after `step` of the completion.
+    r = runtime.cli("list", env=runtime.env(**{restore.ENV_FAULT_STEP: step}))
+    assert r.rc == -signal.SIGKILL, f"the recovery was not killed after {step!r} (rc {r.rc}):\n{r.err}"
+    r = runtime.cli("check")
+    assert r.rc == 0, r.err
+    assert rows_of(runtime.db) == rows_of(backup)
+    [q] = quarantines(runtime)
+    assert_complete_quarantine(q, old)
+    assert tmp_entries(runtime) == []
+    assert set(db_dir_names(runtime)) <= {f"{runtime.db.name}{s}" for s in SIDES}
