@@ -333,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     debug = "--debug" in argv
+    logs.setup_streams()
     logs.setup(0)
     try:
         args = parser.parse_args(argv)
