@@ -57,6 +57,8 @@ class Config:
     snapshot_retention_count: int = 24
     drill_max_age_days: int = 8
     unit_dir: Path = Path("/etc/systemd/system")
+    # The installed neo-db (the role's neo_safeguards_bin): what `confirm` expects the hooks to run.
+    neo_db_bin: Path = Path("/usr/local/bin/neo-db")
     hetzner_fact_path: Path | None = Path("/etc/ansible/facts.d/hetzner_backups.fact")
     # phases: flat files in pre_session/, post_session/, abnormal_stop/, manual/ (NEO's sessions).
     # snapshots: timed backups as snapshots/<timestamp>/ directories (db/, extra files,
@@ -257,6 +259,7 @@ SCHEMA: dict[str, tuple[Validator, bool]] = {
     "snapshot_retention_count": (_int_range(1, 10000), False),
     "drill_max_age_days": (_int_range(1, 365), False),
     "unit_dir": (_abs_path, False),
+    "neo_db_bin": (_abs_path, False),
     "hetzner_fact_path": (_optional_abs_path, False),
     "layout": (_layout, False),
     "extra_files": (_extra_files, False),
@@ -328,7 +331,7 @@ def validate(data: Any, source: str) -> Config:
 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        if key in ("db_path", "backup_dir", "exports_dir", "state_dir", "unit_dir") or (key == "hetzner_fact_path" and value):
+        if key in ("db_path", "backup_dir", "exports_dir", "state_dir", "unit_dir", "neo_db_bin") or (key == "hetzner_fact_path" and value):
             kwargs[key] = Path(os.path.normpath(value))
         elif key in {"clean_exit_statuses", "snapshot_notes"}:
             kwargs[key] = tuple(value)
