@@ -80,6 +80,22 @@ class Config:
             return None
         return Path(self.session_summary_path.replace("{session}", session))
 
+    def key_for(self, path: str | os.PathLike[str]) -> tuple[str, Path] | None:
+        """The config key whose directory holds path (db_path: the DB's directory), and the key's value."""
+        target = os.path.normpath(os.path.abspath(os.fspath(path)))
+        candidates = (
+            ("db_path", self.db_path, self.db_path.parent),
+            ("backup_dir", self.backup_dir, self.backup_dir),
+            ("exports_dir", self.exports_dir, self.exports_dir),
+            ("state_dir", self.state_dir, self.state_dir),
+            ("unit_dir", self.unit_dir, self.unit_dir),
+        )
+        matches = [(len(os.fspath(holder)), key, value) for key, value, holder in candidates if _is_within(target, os.fspath(holder))]
+        if not matches:
+            return None
+        _, key, value = max(matches)
+        return key, value
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):

@@ -92,6 +92,17 @@ def _hook(cfg: Config, key: str, where: str, values: list[str], subcommand: str,
 
 def _gate_dry_run(cfg: Config) -> tuple[bool, str]:
     """Run the structural and integrity gates on a copy: of the live DB, else the newest verified backup, else a sample."""
+    try:
+        return _gate_dry_run_on_a_copy(cfg)
+    except OSError as exc:
+        return False, f"gate dry run impossible: {_os_problem(exc)}"
+
+
+def _os_problem(exc: OSError) -> str:
+    return f"{exc.filename}: {exc.strerror}" if exc.filename is not None and exc.strerror else str(exc)
+
+
+def _gate_dry_run_on_a_copy(cfg: Config) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="neo-db-confirm-") as tmp:
         copy = Path(tmp) / "gate-dry-run.db"
         fsutil.create_exclusive(copy)
@@ -126,6 +137,8 @@ def _dir_facts(path: Path, user: str | None) -> tuple[bool, str]:
         st = os.lstat(path)
     except FileNotFoundError:
         return False, f"{path}: missing"
+    except OSError as exc:
+        return False, f"{path}: {exc.strerror}"
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         return False, f"{path}: not a real directory"
     try:
@@ -281,16 +294,21 @@ def _paths(cfg: Config, user: str | None, dirs: list[tuple[bool, str]]) -> Item:
 
 
 def _retention(cfg: Config) -> Item:
-    decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
-    doomed = [d for d in decisions if not d.keep]
+    try:
+        decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
+    except OSError as exc:
+        decisions, unreadable = [], f"the backups cannot be listed: {_os_problem(exc)}"
+    else:
+        doomed = [d for d in decisions if not d.keep]
+        unreadable = ""
     where = "after every session and daily by neo-db-prune.timer" if cfg.layout == "phases" else "daily by neo-db-prune.timer"
     return Item(
         "retention is defined",
-        cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14,
+        cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14 and not unreadable,
         [
             f"keep the newest {cfg.backup_retention_count} per phase, and anything younger than "
             f"{cfg.backup_retention_days} days ({cfg.abnormal_retention_days} for abnormal stops); pre/post pairs together",
-            f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
+            unreadable or f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
             f"pruned {where}",
         ],
     )

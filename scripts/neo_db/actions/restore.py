@@ -11,9 +11,11 @@ with a manifest, and the prepared file renamed into place. Nothing is ever delet
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import pwd
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,12 @@ def _refuse_if_in_use(cfg: Config) -> None:
 
 def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, Any]:
     entry = resolve(cfg, name)
+    if not cfg.db_path.parent.is_dir():
+        raise UsageError(
+            f"the DB's directory {cfg.db_path.parent} does not exist (db_path is {cfg.db_path}, from {cfg.source}): "
+            "nothing to restore into",
+            hint="create it, owned by the service user and mode 0700 (the neo_runtime role does), or fix db_path; then restore",
+        )
     # A dry run is the plan made before the engine is stopped (ansible/restore.yml checks the
     # backup first, so a bad backup never costs a stop): an engine in use is reported, not fatal.
     in_use = None
@@ -98,7 +106,7 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool) -> dict[str, An
     plan: dict[str, Any] = {
         "backup": str(entry.db),
         "sha256": manifest["sha256"],
-        "integrity_check": "ok",
+        "integrity_check": ["ok"],  # what integrity_check returned, a list as in every manifest
         "quarantine": str(quarantine) if live else None,
         "moves_aside": [str(p) for p in live],
         "target": str(cfg.db_path),
@@ -181,31 +189,49 @@ def _prepare(cfg: Config, backup: Path, sha256: str, owner: tuple[int, int], mod
 
 
 def _quarantine(cfg: Config, live: list[Path], quarantine: Path, entry: catalog.Entry, now: dt.datetime) -> None:
+    """Move the live files aside into the quarantine directory, all or nothing: if anything fails
+    (a full or read-only backup disk), the files already moved go back to their place."""
     fsutil.ensure_real_dir(quarantine.parent)
     tmp = fsutil.tmp_path_for(quarantine)
     os.mkdir(tmp, 0o750)
-    if os.geteuid() == 0:  # like its neighbours: owned by the service user who owns abnormal_stop/
-        parent = os.stat(quarantine.parent)
-        os.chown(tmp, parent.st_uid, parent.st_gid)
-    files = {}
-    for src in live:
-        files[src.name] = {"size": src.stat().st_size, "sha256": fsutil.sha256_file(src)}
-        try:
-            os.rename(src, tmp / src.name)
-        except OSError:  # another filesystem: copy, then remove the original only once the copy is durable
-            fsutil.copy_raw(src, tmp / src.name)
-            src.unlink()
-    fsutil.write_json_atomic(
-        tmp / "stop.json",
-        {
-            "trigger": "restore-quarantine",
-            "reason": f"moved aside by 'neo-db restore {entry.base}'",
-            "restored_backup": str(entry.db),
-            "at": catalog.iso(now),
-            "files": files,
-        },
-    )
-    os.rename(tmp, quarantine)
-    fsutil.fsync_dir(quarantine.parent)
+    moved: list[Path] = []  # renamed into tmp: put back on failure
+    copied: list[Path] = []  # another filesystem: copied into tmp, removed only once the quarantine is in place
+    try:
+        if os.geteuid() == 0:  # like its neighbours: owned by the service user who owns abnormal_stop/
+            parent = os.stat(quarantine.parent)
+            os.chown(tmp, parent.st_uid, parent.st_gid)
+        files = {src.name: {"size": src.stat().st_size, "sha256": fsutil.sha256_file(src)} for src in live}
+        fsutil.write_json_atomic(
+            tmp / "stop.json",
+            {
+                "trigger": "restore-quarantine",
+                "reason": f"moved aside by 'neo-db restore {entry.base}'",
+                "restored_backup": str(entry.db),
+                "at": catalog.iso(now),
+                "files": files,
+            },
+        )
+        for src in live:
+            try:
+                os.rename(src, tmp / src.name)
+                moved.append(src)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                fsutil.copy_raw(src, tmp / src.name)
+                copied.append(src)
+        os.rename(tmp, quarantine)
+        fsutil.fsync_dir(quarantine.parent)
+    except BaseException:
+        for src in moved:
+            try:
+                os.rename(tmp / src.name, src)
+            except OSError as exc:
+                log.error("could not put %s back from %s: %s; it is there, move it back by hand", src, tmp, exc.strerror)
+                raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for src in copied:
+        src.unlink()
     fsutil.fsync_dir(cfg.db_path.parent)
     log.info("quarantined %s in %s", ", ".join(files), quarantine)
