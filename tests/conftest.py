@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -95,6 +96,17 @@ class Runtime:
 
     def health(self, session: str) -> dict[str, Any]:
         return json.loads((self.exports / "sessions" / session / "db_health.json").read_text())["db_health"]
+
+
+def install_neo_db(tmp_path: Path) -> Path:
+    """neo-db installed as the role installs it: the launcher in a hooks dir, a symlink on the PATH.
+    Set neo_db_bin to the returned path (the role writes neo_safeguards_bin there)."""
+    hooks, bin_dir = tmp_path / "opt-neo-hooks", tmp_path / "usr-local-bin"
+    hooks.mkdir()
+    bin_dir.mkdir()
+    shutil.copy2(NEO_DB, hooks / "neo-db")
+    (bin_dir / "neo-db").symlink_to(hooks / "neo-db")
+    return bin_dir / "neo-db"
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
-from conftest import Runtime, count_rows, make_db, seqs_in
+from conftest import NEO_DB, Runtime, count_rows, install_neo_db, make_db, seqs_in
+from neo_db import systemd
 
 
 def start_session(runtime: Runtime) -> Path:
@@ -219,14 +221,15 @@ def test_old_snapshots_are_pruned_but_latest_is_kept(runtime: Runtime) -> None:
 @pytest.fixture
 def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
     units = tmp_path / "units"
+    neo_db = install_neo_db(tmp_path)
     (units / "neo-engine.service.d").mkdir(parents=True)
     (units / "neo-engine.service").write_text("[Service]\nExecStart=/opt/neo/engine\n")
     (units / "neo-engine.service.d" / "10-safeguards.conf").write_text(
-        "[Service]\nUser=root\nExecStartPre=/usr/local/bin/neo-db session-start\nExecStopPost=/usr/local/bin/neo-db session-stop\n"
+        f"[Service]\nUser=root\nExecStartPre={neo_db} session-start\nExecStopPost={neo_db} session-stop\n"
     )
     fact = tmp_path / "hetzner_backups.fact"
     fact.write_text("[backups]\nserver=neo-live-1\nenabled=true\nbackup_window=22-02\n")
-    runtime.write_config(unit_dir=str(units), hetzner_fact_path=str(fact))
+    runtime.write_config(unit_dir=str(units), hetzner_fact_path=str(fact), neo_db_bin=str(neo_db))
     for d in ("", "pre_session", "post_session", "abnormal_stop", "manual"):  # as the neo_runtime role makes them
         (runtime.backups / d).mkdir(exist_ok=True)
         (runtime.backups / d).chmod(0o750)
@@ -254,7 +257,7 @@ def test_confirm_passes_when_everything_is_wired(provisioned: Runtime) -> None:
 
 def test_confirm_fails_when_a_hook_is_missing(provisioned: Runtime) -> None:
     dropin = Path(provisioned.settings["unit_dir"]) / "neo-engine.service.d" / "10-safeguards.conf"
-    dropin.write_text(dropin.read_text().replace("ExecStopPost=/usr/local/bin/neo-db session-stop\n", ""))
+    dropin.write_text(dropin.read_text().replace(f"ExecStopPost={provisioned.settings['neo_db_bin']} session-stop\n", ""))
     r = provisioned.cli("confirm", "--json")
     assert r.rc == 1
     results = {i["item"]: i for i in r.json["items"]}
@@ -300,3 +303,76 @@ def test_wrong_types_in_the_last_drill_record_are_reported_not_a_crash(provision
         assert str(record) in r.err, r.err
     r = provisioned.cli("confirm", "--json")
     assert r.rc == 1 and {i["item"]: i["result"] for i in r.json["items"]}["the last restore drill passed"] == "FAIL"
+
+
+# The engine unit's ExecStartPre forms, {bin} being the installed neo-db. Only a gate that runs the
+# installed neo-db's session-start, with its failure honoured, makes "integrity checks are wired" PASS.
+GATE_FORMS = {
+    "the role's line": ("ExecStartPre={bin} session-start", "PASS"),
+    "a privileged holder scan first (+), then the gate": ("ExecStartPre=+{bin} holders --db x\nExecStartPre={bin} session-start", "PASS"),
+    "the launcher the PATH symlink points at": ("ExecStartPre={hooks} session-start", "PASS"),
+    "quoted, with a quiet flag and this config": ('ExecStartPre="{bin}" -q --config {config} "session-start"', "PASS"),
+    "failure ignored (-)": ("ExecStartPre=-{bin} session-start", "FAIL"),
+    "failure ignored, with + too": ("ExecStartPre=+-{bin} session-start", "FAIL"),
+    "echo of the words": ("ExecStartPre=/bin/echo neo-db session-start", "FAIL"),
+    "echo of the installed path": ("ExecStartPre=/bin/echo {bin} session-start", "FAIL"),
+    "@: another program gets neo-db as argv[0]": ("ExecStartPre=@/bin/true {bin} session-start", "FAIL"),
+    "a shell that swallows the failure": ('ExecStartPre=/bin/sh -c "{bin} session-start || true"', "FAIL"),
+    "a copy of neo-db that is not the installed one": ("ExecStartPre={copy} session-start", "FAIL"),
+    "another subcommand": ("ExecStartPre={bin} check", "FAIL"),
+    "the words after a ';' separator": ("ExecStartPre=/bin/true ; /bin/echo session-start", "FAIL"),
+    "a missing DB let through": ("ExecStartPre={bin} session-start --allow-missing", "FAIL"),
+    "another config": ("ExecStartPre={bin} --config /tmp/other.yml session-start", "FAIL"),
+    "only the holder scan": ("ExecStartPre=+{bin} holders --db x", "FAIL"),
+    "reset by a later drop-in": ("ExecStartPre={bin} session-start\n[Service]\nExecStartPre=", "FAIL"),
+}
+
+
+@pytest.mark.parametrize("form", list(GATE_FORMS))
+def test_confirm_passes_the_gate_item_only_for_the_installed_session_start_with_its_failure_honoured(
+    provisioned: Runtime, tmp_path: Path, form: str
+) -> None:
+    line, expected = GATE_FORMS[form]
+    neo_db = Path(provisioned.settings["neo_db_bin"])
+    copy = tmp_path / "elsewhere" / "neo-db"
+    copy.parent.mkdir()
+    shutil.copy2(NEO_DB, copy)
+    line = line.format(bin=neo_db, hooks=neo_db.resolve(), copy=copy, config=provisioned.config_path)
+    dropin = Path(provisioned.settings["unit_dir"]) / "neo-engine.service.d" / "10-safeguards.conf"
+    dropin.write_text(f"[Service]\nUser=root\nExecStopPost={neo_db} session-stop\n{line}\n")
+    r = provisioned.cli("confirm", "--json")
+    assert r.rc == (0 if expected == "PASS" else 1), r.out
+    item = {i["item"]: i for i in r.json["items"]}["integrity checks are wired"]
+    assert item["result"] == expected, (form, item)
+    assert item["evidence"][0].startswith("ExecStartPre from unit files in")
+    assert {i["item"]: i["result"] for i in r.json["items"]}["pre/post-session backups are wired"] == expected, (
+        "the pre-session backup is the same hook"
+    )
+
+
+def test_confirm_fails_the_gate_item_when_the_installed_neo_db_is_missing(provisioned: Runtime) -> None:
+    assert provisioned.cli("confirm").rc == 0  # positive control: installed, wired
+    neo_db = Path(provisioned.settings["neo_db_bin"])
+    neo_db.resolve().unlink()
+    r = provisioned.cli("confirm", "--json")
+    assert r.rc == 1
+    item = {i["item"]: i for i in r.json["items"]}["integrity checks are wired"]
+    assert item["result"] == "FAIL" and any(f"{neo_db}" in e and "not installed" in e for e in item["evidence"]), item
+
+
+def test_systemctl_show_records_are_parsed_with_semicolons_in_arguments() -> None:
+    """systemctl show prints each command as one record (systemd's systemctl-show.c): argv joined by spaces."""
+    records = [
+        "{ path=/usr/local/bin/neo-db ; argv[]=/usr/local/bin/neo-db holders --note a ; b ; ignore_errors=no ; "
+        "start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }",
+        "{ path=/usr/local/bin/neo-db ; argv[]=/usr/local/bin/neo-db session-start ; ignore_errors=no ; "
+        "start_time=[Mon 2026-04-20 10:00:00 UTC] ; stop_time=[Mon 2026-04-20 10:00:02 UTC] ; pid=812 ; code=exited ; status=0 }",
+        "{ path=/bin/echo ; argv[]=neo-db session-start ; ignore_errors=yes ; start_time=[n/a] ; stop_time=[n/a] ; "
+        "pid=0 ; code=(null) ; status=0/0 }",
+    ]
+    parsed = [c for r in records for c in systemd.parse_exec(r)]
+    assert [(c.path, c.argv, c.ignore_errors) for c in parsed] == [
+        ("/usr/local/bin/neo-db", ("/usr/local/bin/neo-db", "holders", "--note", "a", ";", "b"), False),
+        ("/usr/local/bin/neo-db", ("/usr/local/bin/neo-db", "session-start"), False),
+        ("/bin/echo", ("neo-db", "session-start"), True),
+    ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Runtime, count_rows, make_db
+from conftest import Runtime, count_rows, install_neo_db, make_db
 
 NOTES = ["Chroma is not hot-copied: rebuild it, or take a cold snapshot with ansible/atocore-chroma-snapshot.yml"]
 
@@ -87,7 +87,7 @@ def test_a_missing_registry_is_recorded_and_the_db_is_still_snapshotted(atocore:
     ]
 
 
-def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime) -> None:
+def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime, tmp_path: Path) -> None:
     assert atocore.cli("backup").rc == 0
     listed = atocore.cli("list", "--json").json["backups"]
     assert [(b["phase"], b["status"]) for b in listed] == [("timed", "verified")]
@@ -106,9 +106,11 @@ def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime) -> 
     # Installed, enabled and Persistent (the files the role writes; the role makes backups/ 0750): every item passes.
     os.chmod(atocore.backups, 0o750)  # noqa: S103  (what the role sets: owner rwx, group rx)
     units = Path(atocore.settings["unit_dir"])
+    neo_db = install_neo_db(tmp_path)
+    atocore.write_config(neo_db_bin=str(neo_db))
     (units / "timers.target.wants").mkdir(parents=True)
     (units / "neo-db-archive.service").write_text(
-        f"[Service]\nType=oneshot\nUser={pwd.getpwuid(os.getuid()).pw_name}\nExecStart=/usr/local/bin/neo-db backup --trigger timer\n"
+        f"[Service]\nType=oneshot\nUser={pwd.getpwuid(os.getuid()).pw_name}\nExecStart={neo_db} backup --trigger timer\n"
     )
     (units / "neo-db-archive.timer").write_text("[Timer]\nOnCalendar=*-*-* 03:15:00\nPersistent=true\n")
     (units / "timers.target.wants" / "neo-db-archive.timer").symlink_to(units / "neo-db-archive.timer")

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, catalog, logs
+from . import __version__, catalog, fsutil, logs
 from . import config as config_mod
 from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
-from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
+from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, PathError, UsageError
 from .locking import state_lock
 
 log = logging.getLogger("neo_db")
@@ -119,13 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        print(fsutil.to_json(doc))
     elif text:
         print(text)
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
     cfg = config_mod.load(config_mod.resolve_path(args.config))
+    args.loaded_config = cfg  # main() names the config key of a path that cannot be used
     restore.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
     return cfg
 
@@ -223,7 +224,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     cfg = _load(args)
     block = dict(health.show(cfg, args.session))
     block["last_drill"] = drill.last(cfg)
-    lines = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(block.items())]
+    lines = [f"{k}: {fsutil.to_json(v, indent=None) if isinstance(v, (dict, list)) else v}" for k, v in sorted(block.items())]
     _emit(args, {"db_health": block}, "\n".join(lines))
     return OK
 
@@ -332,11 +333,37 @@ COMMANDS = {
 }
 
 
+def _path_error(exc: OSError, args: argparse.Namespace | None) -> PathError:
+    """A clear error for a path that cannot be used, naming the config key it comes from."""
+    cfg = getattr(args, "loaded_config", None)
+    if isinstance(cfg, config_mod.Config) and exc.filename is not None:
+        found = cfg.key_for(os.fsdecode(exc.filename))
+        if found is not None:
+            return PathError.from_os_error(exc, key=found[0], key_path=found[1], source=cfg.source)
+    return PathError.from_os_error(exc)
+
+
+def _failed(wants_json: bool, code: int, message: str, hint: str | None) -> int:
+    """The exit code; with --json, the failure as JSON on stdout too (the message is on stderr).
+
+    The code is "rc" (as Ansible names it): "exit_code" and "exit_status" in a db_health stop
+    block are systemd's $EXIT_CODE and $EXIT_STATUS, strings such as "killed" and "KILL"."""
+    if wants_json:
+        print(fsutil.to_json({"result": "fail", "rc": code, "error": message, "hint": hint}))
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     debug = "--debug" in argv
+    logs.setup_streams()
     logs.setup(0)
+    args: argparse.Namespace | None = None
+
+    def wants_json() -> bool:
+        return bool(getattr(args, "json", False)) if args is not None else "--json" in argv
+
     try:
         args = parser.parse_args(argv)
         logs.setup(-1 if args.quiet else args.verbose, dry_run=bool(getattr(args, "dry_run", False)))
@@ -345,12 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc.message, extra={"plain": True})
         if exc.hint:
             log.error("next: %s", exc.hint, extra={"plain": True})
-        return exc.exit_code
+        return _failed(wants_json(), exc.exit_code, exc.message, exc.hint)
     except NeoDbError as exc:
         log.error("%s", exc.message)
         if exc.hint:
             log.error("next: %s", exc.hint, extra={"plain": True})
-        return exc.exit_code
+        return _failed(wants_json(), exc.exit_code, exc.message, exc.hint)
     except SystemExit as exc:  # argparse --help / --version
         return int(exc.code) if isinstance(exc.code, int) else USAGE
     except KeyboardInterrupt:
@@ -358,10 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return OK
+    except OSError as exc:  # a missing, unwritable or full directory: foreseeable, so never an "internal error"
+        err = _path_error(exc, args)
+        log.error("%s", err.message)
+        log.error("next: %s", err.hint, extra={"plain": True})
+        return _failed(wants_json(), err.exit_code, err.message, err.hint)
     except Exception as exc:  # an internal error must still never leave a bare traceback for the operator
         log.error("internal error: %s: %s", type(exc).__name__, exc)
         if debug:
             traceback.print_exc()
         else:
             log.error("next: rerun with --debug for the traceback, and report it", extra={"plain": True})
-        return FAILURE
+        hint = "rerun with --debug for the traceback, and report it"
+        return _failed(wants_json(), FAILURE, f"internal error: {type(exc).__name__}: {exc}", hint)

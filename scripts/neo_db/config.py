@@ -58,6 +58,8 @@ class Config:
     snapshot_retention_count: int = 24
     drill_max_age_days: int = 8
     unit_dir: Path = Path("/etc/systemd/system")
+    # The installed neo-db (the role's neo_safeguards_bin): what `confirm` expects the hooks to run.
+    neo_db_bin: Path = Path("/usr/local/bin/neo-db")
     hetzner_fact_path: Path | None = Path("/etc/ansible/facts.d/hetzner_backups.fact")
     # phases: flat files in pre_session/, post_session/, abnormal_stop/, manual/ (NEO's sessions).
     # snapshots: timed backups as snapshots/<timestamp>/ directories (db/, extra files,
@@ -92,6 +94,22 @@ class Config:
         if not self.session_summary_path:
             return None
         return Path(self.session_summary_path.replace("{session}", session))
+
+    def key_for(self, path: str | os.PathLike[str]) -> tuple[str, Path] | None:
+        """The config key whose directory holds path (db_path: the DB's directory), and the key's value."""
+        target = os.path.normpath(os.path.abspath(os.fspath(path)))
+        candidates = (
+            ("db_path", self.db_path, self.db_path.parent),
+            ("backup_dir", self.backup_dir, self.backup_dir),
+            ("exports_dir", self.exports_dir, self.exports_dir),
+            ("state_dir", self.state_dir, self.state_dir),
+            ("unit_dir", self.unit_dir, self.unit_dir),
+        )
+        matches = [(len(os.fspath(holder)), key, value) for key, value, holder in candidates if _is_within(target, os.fspath(holder))]
+        if not matches:
+            return None
+        _, key, value = max(matches)
+        return key, value
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -290,6 +308,7 @@ SCHEMA: dict[str, tuple[Validator, bool]] = {
     "snapshot_retention_count": (_int_range(1, 10000), False),
     "drill_max_age_days": (_int_range(1, 365), False),
     "unit_dir": (_abs_path, False),
+    "neo_db_bin": (_abs_path, False),
     "hetzner_fact_path": (_optional_abs_path, False),
     "layout": (_layout, False),
     "extra_files": (_extra_files, False),
@@ -407,7 +426,7 @@ def validate(data: Any, source: str) -> Config:
             kwargs[key] = Path(os.path.realpath(configured))
             if kwargs[key] != configured:
                 kwargs["db_link"] = configured
-        elif key in ("backup_dir", "exports_dir", "state_dir", "unit_dir") or (key == "hetzner_fact_path" and value):
+        elif key in ("backup_dir", "exports_dir", "state_dir", "unit_dir", "neo_db_bin") or (key == "hetzner_fact_path" and value):
             kwargs[key] = Path(os.path.normpath(value))
         elif key in {"clean_exit_statuses", "snapshot_notes"}:
             kwargs[key] = tuple(value)

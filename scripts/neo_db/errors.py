@@ -6,6 +6,9 @@ session that fails closed is not restarted in a loop.
 
 from __future__ import annotations
 
+import errno
+import os
+
 OK = 0
 FAILURE = 1  # an operation failed (a backup could not be written, a check of a report failed)
 USAGE = 2  # bad config, bad arguments, bad input
@@ -86,3 +89,46 @@ class PermissionProblemError(GateError):
 
 class LockedError(NeoDbError):
     exit_code = LOCKED
+
+
+# A file or directory neo-db needs cannot be used: what the operator should do about it.
+# ENOENT and ENOTDIR mean the configured path itself is wrong (exit 2, like any config error).
+_PATH_HINTS: dict[int, str] = {
+    errno.ENOENT: "create it, owned by the service user (the neo_runtime role does), or {fix}",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: {fix}",
+    errno.ELOOP: "a symlink is in the way (neo-db does not follow symlinks it did not make): replace it with a real directory",
+    errno.EISDIR: "a directory is where a file should be: move it away, or {fix}",
+    errno.EACCES: "run neo-db as the service user (neo) or root, or give that user access to {dir}",
+    errno.EPERM: "run neo-db as the service user (neo) or root, or give that user access to {dir}",
+    errno.ENOSPC: "the filesystem holding {dir} is full: free space there (df -h {dir}; 'neo-db prune' drops expired backups), then retry",
+    errno.EDQUOT: "the disk quota for {dir} is used up: free space there, then retry",
+    errno.EROFS: "{dir} is on a read-only filesystem: remount it read-write, or {fix}",
+}
+_CONFIG_PATH_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR)
+
+
+class PathError(NeoDbError):
+    """A path neo-db must read or write cannot be used. The message names the path and the
+    config key it comes from; the hint says what to do."""
+
+    def __init__(self, message: str, *, hint: str, exit_code: int) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, *, key: str | None = None, key_path: object = None, source: str | None = None) -> PathError:
+        """From an OSError. `key` is the config key the path comes from, `key_path` its value."""
+        path = os.fsdecode(exc.filename) if exc.filename is not None else (str(key_path) if key_path is not None else None)
+        if exc.strerror is None:  # a message of our own, e.g. "... is a symlink; refusing to follow it"
+            message = str(exc) if path is None or path in str(exc) else f"{path}: {exc}"
+        else:
+            message = f"cannot use {path}: {exc.strerror}" if path is not None else exc.strerror
+        if key is not None:
+            message += f" ({key} is {key_path}, from {source or 'the config'})"
+        fix = f"set {key} in {source or 'the config'} to a usable directory" if key is not None else "fix the path"
+        parent = os.path.dirname(path) if path is not None else "it"
+        where = str(key_path) if key_path is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else parent
+        template = _PATH_HINTS.get(exc.errno or 0, "check {path} (owner, mode, filesystem), then retry")
+        hint = template.format(fix=fix, dir=where, path=path or "it")
+        code = USAGE if exc.errno in _CONFIG_PATH_ERRNOS and key is not None else FAILURE
+        return cls(message, hint=hint, exit_code=code)

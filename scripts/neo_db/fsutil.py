@@ -8,11 +8,13 @@ left behind. Nothing here follows a symlink it did not expect.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -47,10 +49,22 @@ NETWORK_FS_MAGIC = {
 ENV_MOUNTINFO = "NEO_DB_MOUNTINFO"  # test seam: read this file instead of /proc/self/mountinfo
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError that names no file (os.write, os.fsync: ENOSPC, EIO) the path it was about."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        with naming(path):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -58,7 +72,8 @@ def fsync_dir(path: Path) -> None:
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        with naming(path):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -76,25 +91,41 @@ def tmp_path_for(final: Path) -> Path:
 def write_bytes_atomic(final: Path, data: bytes, mode: int = 0o640) -> None:
     tmp = tmp_path_for(final)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        with naming(final):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
     except BaseException:
         remove_quietly(tmp)
         raise
     fsync_dir(final.parent)
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(doc: Any, indent: int | None = 2) -> str:
+    """The one way neo-db writes JSON (files and --json output). NaN and Infinity are not JSON
+    (strict parsers reject them); one read back from a damaged file is written as null."""
+    return json.dumps(_finite(doc), indent=indent, sort_keys=True, allow_nan=False)
+
+
 def write_json_atomic(final: Path, doc: Any, mode: int = 0o640) -> None:
-    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    write_bytes_atomic(final, text.encode("utf-8"), mode)
+    write_bytes_atomic(final, (to_json(doc) + "\n").encode("utf-8"), mode)
 
 
 def read_json(path: Path) -> Any:
@@ -103,6 +134,8 @@ def read_json(path: Path) -> Any:
 
 
 def remove_quietly(path: Path) -> None:
+    """Remove a file or directory tree; a path that is not there is fine (even where the
+    filesystem answers EROFS or ENOTDIR rather than ENOENT for it)."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -110,6 +143,9 @@ def remove_quietly(path: Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+    except OSError:
+        if os.path.lexists(path):
+            raise
 
 
 def sha256_file(path: Path, bufsize: int = 4 << 20) -> str:
@@ -132,15 +168,18 @@ def copy_raw(src: Path, dst: Path) -> int:
     try:
         with open(src, "rb", buffering=0) as fin:
             while True:
-                chunk = fin.read(4 << 20)
+                with naming(src):
+                    chunk = fin.read(4 << 20)
                 if not chunk:
                     break
                 view = memoryview(chunk)
-                while view:
-                    written = os.write(fd_out, view)
-                    view = view[written:]
+                with naming(dst):
+                    while view:
+                        written = os.write(fd_out, view)
+                        view = view[written:]
                 total += len(chunk)
-        os.fsync(fd_out)
+        with naming(dst):
+            os.fsync(fd_out)
     finally:
         os.close(fd_out)
     return total

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import Config
-from .errors import LockedError, NeoDbError
+from .errors import LockedError, PathError
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,12 @@ log = logging.getLogger(__name__)
 @contextlib.contextmanager
 def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
     wait = cfg.lock_timeout_seconds if timeout is None else timeout
+    lock = Path(cfg.state_dir) / "neo-db.lock"
     try:
         os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
-        fd = os.open(Path(cfg.state_dir) / "neo-db.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
     except OSError as exc:
-        raise NeoDbError(
-            f"cannot open the lock file in state_dir {cfg.state_dir}: {exc.strerror}",
-            hint="run as the service user (neo) or root, and check state_dir in the config",
-        ) from None
+        raise PathError.from_os_error(exc, key="state_dir", key_path=cfg.state_dir, source=cfg.source) from None
     deadline = time.monotonic() + wait
     announced = False
     try:
@@ -50,8 +48,11 @@ def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
                     log.info("waiting for another neo-db run to release %s/neo-db.lock", cfg.state_dir)
                     announced = True
                 time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # who holds it, for a person looking; the flock is what counts, so a full disk does not matter here
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            log.debug("could not write the PID into %s: %s", lock, exc.strerror)
         from .actions import restore  # noqa: PLC0415  (here, not at the top: restore takes this lock itself)
 
         restore.recover(cfg)

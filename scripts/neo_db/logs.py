@@ -4,14 +4,21 @@ Under systemd, stderr is connected to the journal (``$JOURNAL_STREAM`` names its
 device and inode). The journal reads a ``<N>`` prefix as the syslog priority, so an
 error from a hook shows up as an error in ``journalctl -p err``. On a terminal the
 lines are plain.
+
+Output never depends on the locale: the journal stores UTF-8, so a stream that is the
+journal is written in UTF-8 whatever the locale says (the em dash of the FLAG-049 message
+stays an em dash), and anything a terminal's encoding (ASCII, Latin-1) cannot show is
+written as a backslash escape instead of failing with UnicodeEncodeError.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
 import sys
+from typing import TextIO
 
 _PRIORITY = {
     logging.DEBUG: 7,
@@ -22,16 +29,35 @@ _PRIORITY = {
 }
 
 
-def stderr_is_journal() -> bool:
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    if ":" not in stream:
+def _is_journal(stream: TextIO | None) -> bool:
+    """True if stream is the journal's stream socket, which systemd names in $JOURNAL_STREAM."""
+    journal = os.environ.get("JOURNAL_STREAM", "")
+    if ":" not in journal or stream is None:
         return False
     try:
-        st = os.fstat(sys.stderr.fileno())
+        st = os.fstat(stream.fileno())
     except (OSError, ValueError):
         return False
-    dev, _, ino = stream.partition(":")
+    dev, _, ino = journal.partition(":")
     return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+def stderr_is_journal() -> bool:
+    return _is_journal(sys.stderr)
+
+
+def setup_streams() -> None:
+    """stdout and stderr that cannot fail on a character: UTF-8 to the journal, escapes elsewhere."""
+    for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper):
+            continue
+        try:
+            if _is_journal(stream):
+                stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+            else:
+                stream.reconfigure(errors="backslashreplace")
+        except (OSError, ValueError):
+            continue
 
 
 class _JournalFormatter(logging.Formatter):

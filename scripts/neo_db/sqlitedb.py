@@ -420,8 +420,15 @@ def check_file(path: Path, max_errors: int = 20) -> list[str]:
         conn.close()
 
 
+# SQLite reserves the names beginning with "sqlite_", in any case, for its own objects
+# (sqlite_sequence, sqlite_stat1...). '_' is a LIKE wildcard, so it is escaped: a user's
+# table named SqliteMigrations or sqlitex is data like any other. LIKE ignores case here,
+# as SQLite's reservation does.
+USER_OBJECT = r"name NOT LIKE 'sqlite\_%' ESCAPE '\'"
+
+
 def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    names = [r[0] for r in conn.execute(f"SELECT name FROM sqlite_schema WHERE type='table' AND {USER_OBJECT} ORDER BY name")]
     counts: dict[str, int] = {}
     for name in names:
         quoted = '"' + name.replace('"', '""') + '"'

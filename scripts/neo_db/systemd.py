@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +28,132 @@ def full_name(unit: str) -> str:
     return unit if unit.endswith((".service", ".timer")) else f"{unit}.service"
 
 
+@dataclasses.dataclass(frozen=True)
+class ExecCommand:
+    """One command of an Exec*= setting, as systemd runs it."""
+
+    path: str  # the executable
+    argv: tuple[str, ...]  # argv[0] first (another word than path with the '@' prefix)
+    ignore_errors: bool  # the '-' prefix: a failure does not fail the start
+
+    def __str__(self) -> str:
+        args = " ".join(_shown(a) for a in self.argv[1:])
+        text = f"{'-' if self.ignore_errors else ''}{self.path}{' ' if args else ''}{args}"
+        return text if not self.argv or self.argv[0] == self.path else f"{text} (argv[0]={self.argv[0]})"
+
+
+def _shown(word: str) -> str:
+    """A word as a unit file would need it written: quoted if it holds a space, a quote, a ';' or a backslash."""
+    return word if word and not any(c.isspace() or c in "\"'\\;" for c in word) else json.dumps(word)
+
+
+# Where systemd looks up a command given without a path (systemd.service(5), "Command lines").
+EXEC_SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+_PREFIXES = "-@:+!"
+_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "s": " "}
+
+
+def _words(value: str) -> list[str | None]:
+    """A unit file's command line split as systemd splits it: quotes and backslash escapes
+    make one word; a lone unquoted ';' separates commands (None here)."""
+    words: list[str | None] = []
+    i, n = 0, len(value)
+    while True:
+        while i < n and value[i].isspace():
+            i += 1
+        if i >= n:
+            return words
+        start, word, quote = i, [], ""
+        while i < n and (quote or not value[i].isspace()):
+            c = value[i]
+            if c == "\\" and i + 1 < n:
+                word.append(_ESCAPES.get(value[i + 1], value[i + 1]))
+                i += 2
+                continue
+            if quote and c == quote:
+                quote = ""
+            elif not quote and c in "\"'":
+                quote = c
+            else:
+                word.append(c)
+            i += 1
+        words.append(None if value[start:i] == ";" else "".join(word))
+
+
+def _search(name: str) -> str:
+    for directory in EXEC_SEARCH_PATH:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
+def _parse_line(value: str) -> list[ExecCommand]:
+    commands: list[ExecCommand] = []
+    current: list[str] = []
+    for word in [*_words(value.replace("%%", "%")), None]:
+        if word is not None:
+            current.append(word)
+            continue
+        if current:
+            first = current[0]
+            prefix = first[: len(first) - len(first.lstrip(_PREFIXES))]
+            path = first[len(prefix) :]
+            if path:
+                path = path if path.startswith("/") else _search(path)
+                argv = tuple(current[1:]) if "@" in prefix else (path, *current[1:])
+                commands.append(ExecCommand(path, argv, "-" in prefix))
+        current = []
+    return commands
+
+
+def _parse_record(value: str) -> ExecCommand | None:
+    """One record of `systemctl show -p Exec...`: { path=P ; argv[]=A B C ; ignore_errors=no ; start_time=... }.
+
+    argv[] is the arguments joined by single spaces, and an argument may hold ' ; ': it ends at
+    the LAST ' ; ignore_errors=' (the fields after it are systemd's own: times, pid, status)."""
+    body = value.strip()
+    if not (body.startswith("{ path=") and body.endswith("}")):
+        return None
+    head, sep, tail = body[len("{ path=") :].partition(" ; argv[]=")
+    if not sep:
+        return None
+    for field, yes in ((" ; ignore_errors=", "yes"), (" ; flags=", "ignore-failure")):
+        at = tail.rfind(field)
+        if at >= 0:
+            flags = tail[at + len(field) :].split(" ; ", 1)[0].split()
+            return ExecCommand(head, tuple(tail[:at].split(" ")), yes in flags)
+    return None
+
+
+def parse_exec(value: str) -> list[ExecCommand]:
+    """The commands of one Exec*= value: a `systemctl show` record, or a unit file's command line."""
+    if value.lstrip().startswith("{ path="):
+        record = _parse_record(value)
+        return [record] if record is not None else []
+    return _parse_line(value)
+
+
+def _logical_lines(text: str) -> list[str]:
+    """Lines with backslash continuations joined, as systemd reads a unit file."""
+    out: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(("#", ";")):
+            if not pending:
+                out.append(line)
+            continue  # a comment inside a continued line is skipped; a comment is never continued
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        out.append(pending + line)
+        pending = ""
+    if pending:
+        out.append(pending)
+    return out
+
+
 def _from_files(unit: str, unit_dir: Path) -> dict[str, list[str]]:
     """Exec*/User (services) or OnCalendar/Persistent (timers) from the unit file and its drop-ins,
     merged as systemd merges them."""
@@ -37,12 +166,11 @@ def _from_files(unit: str, unit_dir: Path) -> dict[str, list[str]]:
     merged: dict[str, list[str]] = {}
     for path in files:
         try:
-            lines = path.read_text().splitlines()
-        except OSError:
+            lines = _logical_lines(path.read_text())
+        except (OSError, UnicodeDecodeError):
             continue
         section = ""
-        for raw in lines:
-            line = raw.strip()
+        for line in lines:
             if not line or line.startswith(("#", ";")):
                 continue
             if line.startswith("["):
@@ -82,7 +210,9 @@ def unit_view(unit: str, unit_dir: Path) -> tuple[dict[str, list[str]], str]:
         for line in proc.stdout.splitlines():
             key, _, value = line.partition("=")
             if key.startswith("Exec"):
-                view[key] = [m.strip() for m in re.findall(r"argv\[\]=([^;]*);", value)]
+                # One line per command, each a { path=... ; argv[]=... ; ignore_errors=... } record: parse_exec reads them.
+                if value.strip():
+                    view.setdefault(key, []).append(value)
             elif key == "TimersCalendar":
                 view.setdefault("OnCalendar", []).extend(m.strip() for m in re.findall(r"OnCalendar=([^;]*);", value))
             elif value:

@@ -18,7 +18,6 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import errno
-import json
 import logging
 import os
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 
 from .. import __version__, catalog, fsutil, sqlitedb
 from ..config import Config
-from ..errors import NeoDbError
+from ..errors import FAILURE, NeoDbError, PathError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +36,30 @@ log = logging.getLogger(__name__)
 class BackupFailed(NeoDbError):
     """The backup could not be written (disk full, unwritable dir, unreadable source)."""
 
-    def __init__(self, message: str, *, source_corrupt: bool = False) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, source_corrupt: bool = False, hint: str | None = None, exit_code: int = FAILURE) -> None:
+        super().__init__(message, hint=hint)
         self.source_corrupt = source_corrupt
+        self.exit_code = exit_code
+
+    @classmethod
+    def writing(cls, cfg: Config, directory: Path, exc: OSError) -> BackupFailed:
+        """A backup could not be written into directory (under backup_dir)."""
+        err = PathError.from_os_error(exc, key="backup_dir", key_path=cfg.backup_dir, source=cfg.source)
+        return cls(f"writing the backup in {directory} failed: {err.message}", hint=err.hint, exit_code=err.exit_code)
+
+    @classmethod
+    def copying(cls, cfg: Config, directory: Path, exc: sqlitedb.CopyError) -> BackupFailed:
+        """The backup-API copy of the live DB into directory failed."""
+        text = str(exc)
+        if exc.source_corrupt:
+            hint = "run 'neo-db check': the live DB is likely corrupt"
+        elif "full" in text:  # SQLITE_FULL: the copy's filesystem
+            hint = f"the filesystem holding {directory} is full: free space there (df -h {directory}; 'neo-db prune'), then retry"
+        elif not cfg.db_path.is_file():
+            hint = f"there is no live DB at {cfg.db_path} (db_path in {cfg.source}): restore one ('neo-db list', 'neo-db restore NAME')"
+        else:
+            hint = f"check that {cfg.db_path} is readable and {directory} writable by the user running neo-db (the service user)"
+        return cls(f"copy of {cfg.db_path} into {directory} failed: {text}", source_corrupt=exc.source_corrupt, hint=hint)
 
 
 class BackupNotIntact(NeoDbError):
@@ -73,20 +93,23 @@ def clean_stale_temps(cfg: Config) -> list[Path]:
     """
     removed: list[Path] = []
     for phase in catalog.PHASE_DIRS:
-        for item in fsutil.iter_entries(catalog.phase_dir(cfg, phase)):
-            if item.name.startswith(fsutil.TMP_PREFIX):
-                path = Path(item.path)
-                if item.is_dir(follow_symlinks=False) and not os.path.lexists(cfg.db_path) and (path / cfg.db_path.name).is_file():
-                    try:
-                        _put_back(cfg, path)
-                    except (OSError, NeoDbError) as exc:
-                        log.error(
-                            "%s holds the live DB, which is missing; putting it back failed (%s): kept, put it back by hand", path, exc
-                        )
-                        continue
-                fsutil.remove_quietly(path)
-                removed.append(path)
-                log.info("removed %s, left by an interrupted run", path)
+        try:
+            for item in fsutil.iter_entries(catalog.phase_dir(cfg, phase)):
+                if item.name.startswith(fsutil.TMP_PREFIX):
+                    path = Path(item.path)
+                    if item.is_dir(follow_symlinks=False) and not os.path.lexists(cfg.db_path) and (path / cfg.db_path.name).is_file():
+                        try:
+                            _put_back(cfg, path)
+                        except (OSError, NeoDbError) as exc:
+                            log.error(
+                                "%s holds the live DB, which is missing; putting it back failed (%s): kept, put it back by hand", path, exc
+                            )
+                            continue
+                    fsutil.remove_quietly(path)
+                    removed.append(path)
+                    log.info("removed %s, left by an interrupted run", path)
+        except OSError as exc:  # the backup that follows says what is wrong with the directory
+            log.warning("could not clean up %s: %s", catalog.phase_dir(cfg, phase), exc.strerror or exc)
     return removed
 
 
@@ -171,7 +194,7 @@ def take_backup(
     try:
         fsutil.ensure_real_dir(directory)
     except OSError as exc:
-        raise BackupFailed(f"backup dir {directory}: {exc}") from None
+        raise BackupFailed.writing(cfg, directory, exc) from None
     if base is None:
         base, started_at = free_name(directory, cfg.db_stem, phase, session, now)
     else:
@@ -182,14 +205,11 @@ def take_backup(
     manifest_tmp = fsutil.tmp_path_for(manifest_final)
     t0 = time.monotonic()
     try:
-        try:
-            fsutil.create_exclusive(tmp)
-        except OSError as exc:
-            raise BackupFailed(f"cannot create {tmp}: {exc.strerror}") from None
+        fsutil.create_exclusive(tmp)
         try:
             stats = sqlitedb.backup_copy(cfg.db_path, tmp)
         except sqlitedb.CopyError as exc:
-            raise BackupFailed(f"copy of {cfg.db_path} failed: {exc}", source_corrupt=exc.source_corrupt) from None
+            raise BackupFailed.copying(cfg, directory, exc) from None
         t_copy = time.monotonic()
         verified_by = "integrity_check of the copy"
         if source_check is not None:
@@ -239,11 +259,12 @@ def take_backup(
         }
         if extra:
             manifest.update(extra)
-        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        data = (fsutil.to_json(manifest) + "\n").encode()
         fd = os.open(manifest_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            with fsutil.naming(manifest_final):
+                os.write(fd, data)
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, final)
@@ -252,7 +273,7 @@ def take_backup(
     except OSError as exc:
         fsutil.remove_quietly(tmp)
         fsutil.remove_quietly(manifest_tmp)
-        raise BackupFailed(f"writing the backup in {directory} failed: {exc.strerror or exc}") from None
+        raise BackupFailed.writing(cfg, directory, exc) from None
     except BaseException:
         fsutil.remove_quietly(tmp)
         fsutil.remove_quietly(manifest_tmp)

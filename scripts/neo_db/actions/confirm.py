@@ -1,7 +1,8 @@
 """`neo-db confirm`: the pre-first-VPS-run confirmation (FLAG-023 §8), checked on the host itself.
 
 Each item is PASS or FAIL with its evidence:
-  1. the integrity checks are wired (the unit's ExecStartPre, and a gate dry run on a copy);
+  1. the integrity checks are wired (the unit's effective ExecStartPre runs the installed neo-db's
+     session-start with its failure honoured, and a gate dry run on a copy passes);
   2. the pre/post backups are wired (ExecStartPre, ExecStopPost, phase dirs writable by the service user);
   3. the backup paths are verified (exist, real dirs, owner and mode, local filesystem);
   4. retention is defined (the policy, and what a prune would keep now);
@@ -11,8 +12,11 @@ Each item is PASS or FAIL with its evidence:
 
 from __future__ import annotations
 
+import argparse
 import configparser
+import contextlib
 import dataclasses
+import io
 import os
 import pwd
 import sqlite3
@@ -23,6 +27,7 @@ from typing import Any
 
 from .. import catalog, fsutil, sqlitedb, systemd
 from ..config import Config
+from ..errors import UsageError
 from . import drill, prune
 
 
@@ -36,12 +41,68 @@ class Item:
         return {"item": self.name, "result": "PASS" if self.ok else "FAIL", "evidence": self.evidence}
 
 
-def _has(cmds: list[str], needle: str) -> bool:
-    return any(needle in c for c in cmds)
+def _neo_db_args(argv: tuple[str, ...]) -> argparse.Namespace | None:
+    """argv[1:] as neo-db itself parses it, or None where neo-db would not run a command (usage error, --help)."""
+    from .. import cli  # noqa: PLC0415  (cli imports this module: a top-level import would be circular)
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            return cli.build_parser().parse_args(list(argv[1:]))
+    except (UsageError, SystemExit):
+        return None
+
+
+def _hook_problem(cfg: Config, cmd: systemd.ExecCommand, subcommand: str, *, honour_failure: bool) -> str | None:
+    """Why cmd is not the installed neo-db running `subcommand` on this config (None: it is)."""
+    if os.path.realpath(cmd.path) != os.path.realpath(cfg.neo_db_bin):
+        return f"runs {cmd.path}, not the installed neo-db {cfg.neo_db_bin}"
+    args = _neo_db_args(cmd.argv)
+    if args is None or args.command != subcommand:
+        return f"is not 'neo-db {subcommand}'"
+    if getattr(args, "allow_missing", False):
+        return "--allow-missing lets a missing DB through the gate"
+    if args.config and os.path.realpath(args.config) != os.path.realpath(cfg.source):
+        return f"--config {args.config} is another config than {cfg.source}"
+    if honour_failure and cmd.ignore_errors:
+        return "its failure is ignored (the '-' prefix): a refused gate would not stop the start"
+    return None
+
+
+def _hook(cfg: Config, key: str, where: str, values: list[str], subcommand: str, *, honour_failure: bool) -> tuple[bool, list[str]]:
+    """Whether one command of an Exec*= setting runs the installed neo-db's `subcommand`, and the evidence.
+
+    Other commands (a privileged '+' holder scan before the gate, say) do not matter: systemd runs
+    every ExecStartPre= in turn, and any one failing stops the start."""
+    commands = [c for value in values for c in systemd.parse_exec(value)]
+    evidence = [f"{key} from {where}: {[str(c) for c in commands] or 'none'}"]
+    problems = [(c, _hook_problem(cfg, c, subcommand, honour_failure=honour_failure)) for c in commands]
+    good = [c for c, problem in problems if problem is None]
+    installed = cfg.neo_db_bin.is_file() and os.access(cfg.neo_db_bin, os.X_OK)
+    if installed:
+        evidence.append(f"installed neo-db: {cfg.neo_db_bin} -> {os.path.realpath(cfg.neo_db_bin)}")
+    else:
+        evidence.append(f"{cfg.neo_db_bin}: neo-db is not installed there (neo_db_bin); run site.yml --tags safeguards")
+    if good:
+        evidence.append(f"{key} runs the installed 'neo-db {subcommand}': {good[0]}")
+    else:
+        evidence.append(f"no {key} runs the installed 'neo-db {subcommand}'" + ("" if commands else " (none is set)"))
+        evidence.extend(f"{c}: {problem}" for c, problem in problems)
+    return bool(good) and installed, evidence
 
 
 def _gate_dry_run(cfg: Config) -> tuple[bool, str]:
     """Run the structural and integrity gates on a copy: of the live DB, else the newest verified backup, else a sample."""
+    try:
+        return _gate_dry_run_on_a_copy(cfg)
+    except OSError as exc:
+        return False, f"gate dry run impossible: {_os_problem(exc)}"
+
+
+def _os_problem(exc: OSError) -> str:
+    return f"{exc.filename}: {exc.strerror}" if exc.filename is not None and exc.strerror else str(exc)
+
+
+def _gate_dry_run_on_a_copy(cfg: Config) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="neo-db-confirm-") as tmp:
         copy = Path(tmp) / "gate-dry-run.db"
         fsutil.create_exclusive(copy)
@@ -76,6 +137,8 @@ def _dir_facts(path: Path, user: str | None) -> tuple[bool, str]:
         st = os.lstat(path)
     except FileNotFoundError:
         return False, f"{path}: missing"
+    except OSError as exc:
+        return False, f"{path}: {exc.strerror}"
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         return False, f"{path}: not a real directory"
     try:
@@ -134,10 +197,9 @@ def _run_timed(cfg: Config) -> list[Item]:
     """The snapshots layout has no sessions: the timed backup takes the place of the session hooks."""
     view, where = systemd.unit_view(cfg.backup_timer.removesuffix(".timer"), cfg.unit_dir)
     timer, timer_where = systemd.unit_view(cfg.backup_timer, cfg.unit_dir)
-    starts = view.get("ExecStart", [])
     users = view.get("User") or []
     user = users[0] if users else None
-    wired = _has(starts, "neo-db backup")
+    wired, start_evidence = _hook(cfg, "ExecStart", where, view.get("ExecStart", []), "backup", honour_failure=True)
     gate_ok, gate_evidence = _gate_dry_run(cfg)
     enabled, enabled_ev = _timer_enabled(cfg)
     persistent = any(v.lower() in ("true", "yes", "1", "on") for v in timer.get("Persistent", []))
@@ -147,10 +209,7 @@ def _run_timed(cfg: Config) -> list[Item]:
         Item(
             "integrity checks are wired",
             wired and gate_ok,
-            [
-                f"ExecStart from {where}: {starts or 'none'} (each snapshot's DB copy is integrity-checked before it is kept)",
-                gate_evidence,
-            ],
+            [*start_evidence, "each snapshot's DB copy is integrity-checked before it is kept", gate_evidence],
         ),
         Item(
             "timed snapshots are wired",
@@ -176,30 +235,32 @@ def run(cfg: Config) -> list[Item]:
     if cfg.layout == "snapshots":
         return _run_timed(cfg)
     view, where = systemd.unit_view(cfg.engine_unit, cfg.unit_dir)
-    pre, post = view.get("ExecStartPre", []), view.get("ExecStopPost", [])
     users = view.get("User") or []
     user = users[0] if users else None
     items: list[Item] = []
 
-    wired = _has(pre, "neo-db session-start")
+    wired, pre_evidence = _hook(cfg, "ExecStartPre", where, view.get("ExecStartPre", []), "session-start", honour_failure=True)
     gate_ok, gate_evidence = _gate_dry_run(cfg)
     items.append(
         Item(
             "integrity checks are wired",
             wired and gate_ok and cfg.integrity_check_on_startup,
-            [f"ExecStartPre from {where}: {pre or 'none'}", gate_evidence, f"integrity_check_on_startup: {cfg.integrity_check_on_startup}"],
+            [*pre_evidence, gate_evidence, f"integrity_check_on_startup: {cfg.integrity_check_on_startup}"],
         )
     )
 
     dirs = [_dir_facts(catalog.phase_dir(cfg, p), user) for p in ("pre", "post", "abnormal")]
-    hooks = wired and _has(post, "neo-db session-stop")
+    # ExecStopPost's failure cannot stop anything (the engine has stopped): '-' is fine there.
+    post_ok, post_evidence = _hook(cfg, "ExecStopPost", where, view.get("ExecStopPost", []), "session-stop", honour_failure=False)
+    hooks = wired and post_ok
     enabled = cfg.pre_session_backup_enabled and cfg.post_session_backup_enabled and cfg.abnormal_stop_backup_enabled
     items.append(
         Item(
             "pre/post-session backups are wired",
             hooks and enabled and all(ok for ok, _ in dirs) and bool(user),
             [
-                f"ExecStopPost from {where}: {post or 'none'}",
+                *post_evidence,
+                f"the pre-session backup is taken by the ExecStartPre gate: {'wired' if wired else 'NOT wired (see the first item)'}",
                 f"service user: {user or 'none (User= missing)'}",
                 "pre/post/abnormal enabled: "
                 f"{cfg.pre_session_backup_enabled}/{cfg.post_session_backup_enabled}/{cfg.abnormal_stop_backup_enabled}",
@@ -233,18 +294,27 @@ def _paths(cfg: Config, user: str | None, dirs: list[tuple[bool, str]]) -> Item:
 
 
 def _retention(cfg: Config) -> Item:
-    decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
+    try:
+        decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
+    except OSError as exc:
+        decisions, unreadable = [], f"the backups cannot be listed: {_os_problem(exc)}"
+    else:
+        unreadable = ""
     doomed = [d for d in decisions if not d.keep]
     # A backup dated in the future escapes retention and is never the newest: a FAIL, named.
     ahead = [f"{d.entry.phase} backup {d.entry.base} is {d.reason}" for d in decisions if d.future_dated]
     where = "after every session and daily by neo-db-prune.timer" if cfg.layout == "phases" else "daily by neo-db-prune.timer"
     return Item(
         "retention is defined",
-        cfg.backup_retention_count >= 1 and cfg.backup_retention_days >= 14 and cfg.abnormal_retention_days >= 14 and not ahead,
+        cfg.backup_retention_count >= 1
+        and cfg.backup_retention_days >= 14
+        and cfg.abnormal_retention_days >= 14
+        and not unreadable
+        and not ahead,
         [
             f"keep the newest {cfg.backup_retention_count} per phase, and anything younger than "
             f"{cfg.backup_retention_days} days ({cfg.abnormal_retention_days} for abnormal stops); pre/post pairs together",
-            f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
+            unreadable or f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
             f"pruned {where}",
             *ahead,
         ],

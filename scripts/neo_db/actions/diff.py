@@ -2,7 +2,10 @@
 
 Both files are opened read-only and immutable: they are copies, never the live DB.
 Rows are matched by primary key (or rowid): inserted, deleted, and updated (same key,
-different values in the columns both sides have).
+different values in the columns both sides have). A row whose key value changed is one
+delete and one insert. A table whose primary key was redefined is matched by rowid, or,
+for a WITHOUT ROWID table (no rowid to fall back on), on all the columns both sides have:
+then a changed row is also one delete and one insert, and nothing counts as updated.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .. import catalog
+from .. import catalog, sqlitedb
 from ..config import Config
 from ..errors import UsageError
 
@@ -52,7 +55,7 @@ def session_pair(cfg: Config, session: str) -> tuple[Path, Path]:
 
 
 def _schema(conn: sqlite3.Connection, db: str) -> dict[str, tuple[str, str | None]]:
-    rows = conn.execute(f"SELECT name, type, sql FROM {db}.sqlite_schema WHERE name NOT LIKE 'sqlite_%'")
+    rows = conn.execute(f"SELECT name, type, sql FROM {db}.sqlite_schema WHERE {sqlitedb.USER_OBJECT}")
     return {name: (typ, sql) for name, typ, sql in rows}
 
 
@@ -61,6 +64,15 @@ def _columns(conn: sqlite3.Connection, db: str, table: str) -> tuple[list[str], 
     cols = [r[1] for r in info]
     pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
     return cols, pk
+
+
+def _has_rowid(conn: sqlite3.Connection, db: str, table: str) -> bool:
+    """False for a WITHOUT ROWID table."""
+    try:
+        conn.execute(f"SELECT rowid FROM {db}.{_q(table)} LIMIT 0")
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 def _count(conn: sqlite3.Connection, sql: str) -> int:
@@ -85,9 +97,14 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
             cols_a, pk_a = _columns(conn, "a", t)
             cols_b, pk_b = _columns(conn, "b", t)
             common = [c for c in cols_b if c in cols_a]
-            pk = pk_b if pk_b and pk_b == pk_a else []
-            key = ", ".join(_q(c) for c in pk) if pk else "rowid"
             values = ", ".join(_q(c) for c in common) or "NULL"
+            pk = pk_b if pk_b and pk_b == pk_a else []
+            if pk:
+                key, matched_by = ", ".join(_q(c) for c in pk), "primary key (" + ", ".join(pk) + ")"
+            elif _has_rowid(conn, "a", t) and _has_rowid(conn, "b", t):
+                key, matched_by = "rowid", "rowid"
+            else:
+                key, matched_by = values, "all columns (the primary key changed and there is no rowid): a changed row is deleted + inserted"
             ta, tb = f"a.{_q(t)}", f"b.{_q(t)}"
             rows_a = _count(conn, f"SELECT 1 FROM {ta}")
             rows_b = _count(conn, f"SELECT 1 FROM {tb}")
@@ -100,7 +117,7 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
                 "inserted": inserted,
                 "deleted": deleted,
                 "updated": changed - inserted,
-                "matched_by": "primary key (" + ", ".join(pk) + ")" if pk else "rowid",
+                "matched_by": matched_by,
                 "columns_added": [c for c in cols_b if c not in cols_a],
                 "columns_removed": [c for c in cols_a if c not in cols_b],
             }

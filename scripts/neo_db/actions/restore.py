@@ -178,7 +178,7 @@ def _plan(cfg: Config, entry: catalog.Entry, manifest: dict[str, Any], in_use: s
     return {
         "backup": str(entry.db),
         "sha256": manifest["sha256"],
-        "integrity_check": "ok",
+        "integrity_check": ["ok"],  # what integrity_check returned, a list as in every manifest
         "quarantine": str(quarantine(now)) if live else None,
         "moves_aside": [str(p) for p in live],
         "target": str(cfg.db_path),
@@ -192,6 +192,12 @@ def _plan(cfg: Config, entry: catalog.Entry, manifest: dict[str, Any], in_use: s
 
 def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool, allow_other_db: bool = False) -> dict[str, Any]:
     entry = resolve(cfg, name)
+    if not cfg.db_path.parent.is_dir():
+        raise UsageError(
+            f"the DB's directory {cfg.db_path.parent} does not exist (db_path is {cfg.db_path}, from {cfg.source}): "
+            "nothing to restore into",
+            hint="create it, owned by the service user and mode 0700 (the neo_runtime role does), or fix db_path; then restore",
+        )
     foreign = other_db(cfg, entry) if entry.manifest else None  # no manifest: verify_entry refuses it
     if foreign and not allow_other_db:
         raise UsageError(

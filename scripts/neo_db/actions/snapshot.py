@@ -19,6 +19,7 @@ from .. import catalog, fsutil, sqlitedb
 from ..config import Config
 from ..errors import IntegrityError, NeoDbError
 from ..locking import state_lock
+from .backup import BackupFailed
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
@@ -49,7 +50,10 @@ def _share(cfg: Config, path: Path) -> None:
 
 def take(cfg: Config) -> dict[str, Any]:
     if not cfg.db_path.is_file():
-        raise NeoDbError(f"no live DB at {cfg.db_path} to snapshot")
+        raise NeoDbError(
+            f"no live DB at {cfg.db_path} to snapshot (db_path in {cfg.source})",
+            hint="check db_path; 'neo-db list' and 'neo-db restore NAME' bring back a backup",
+        )
     directory = snapshots_dir(cfg)
     with state_lock(cfg):
         fsutil.ensure_real_dir(directory, mode=0o2750)
@@ -68,7 +72,8 @@ def take(cfg: Config) -> dict[str, Any]:
             try:
                 stats = sqlitedb.backup_copy(cfg.db_path, tmp)
             except sqlitedb.CopyError as exc:
-                raise NeoDbError(f"snapshot copy failed: {exc}") from None
+                failed = BackupFailed.copying(cfg, directory, exc)
+                raise NeoDbError(f"snapshot {failed.message}", hint=failed.hint) from None
             integrity = sqlitedb.check_file(tmp, cfg.integrity_max_errors)
             if integrity != ["ok"]:
                 raise IntegrityError(integrity)

@@ -44,7 +44,7 @@ def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) 
     try:
         fsutil.ensure_real_dir(directory)
     except OSError as exc:
-        raise BackupFailed(f"backup dir {directory}: {exc}") from None
+        raise BackupFailed.writing(cfg, directory, exc) from None
     final, started_at = _free_dir(directory, now)
     tmp = fsutil.tmp_path_for(final)
     db_rel = f"db/{cfg.db_name}"
@@ -57,7 +57,7 @@ def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) 
         try:
             stats = sqlitedb.backup_copy(cfg.db_path, copy)
         except sqlitedb.CopyError as exc:
-            raise BackupFailed(f"copy of {cfg.db_path} failed: {exc}", source_corrupt=exc.source_corrupt) from None
+            raise BackupFailed.copying(cfg, directory, exc) from None
         t_copy = time.monotonic()
         try:
             integrity, counts = _verify(copy, cfg.integrity_max_errors)
@@ -104,7 +104,7 @@ def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) 
         fsutil.fsync_dir(directory)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BackupFailed(f"writing the snapshot in {directory} failed: {exc.strerror or exc}") from None
+        raise BackupFailed.writing(cfg, directory, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
