@@ -249,7 +249,10 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool, allow_other_db:
             journal = _new_journal(plan, live)
             os.mkdir(staging, 0o750)  # ours from here: a failure below rolls back what is in it
         except OSError as exc:
-            raise NeoDbError(f"restore refused: {_describe(exc)}; nothing was changed") from None
+            raise NeoDbError(
+                f"restore refused: {_describe(exc)}; nothing was changed",
+                hint="fix the path named above (its permissions, its filesystem, free space), then retry",
+            ) from None
         try:
             _begin(cfg, staging, journal)
             _prepare(staging, entry.db, manifest["sha256"], owner, mode)
@@ -356,8 +359,13 @@ def _check_space(cfg: Config, backup: Path, live: list[Path]) -> None:
     try:
         fsutil.ensure_real_dir(abnormal)
         other_fs = os.stat(abnormal).st_dev != os.stat(db_dir).st_dev
+        if not os.access(abnormal, os.W_OK | os.X_OK):  # EROFS counts too: checked before anything moves
+            raise PermissionError(errno.EACCES, "not writable (or on a read-only filesystem)", str(abnormal))
     except OSError as exc:
-        raise NeoDbError(f"the quarantine dir {abnormal}: {_describe(exc)}; nothing was changed") from None
+        raise NeoDbError(
+            f"the quarantine dir {abnormal}: {_describe(exc)}; nothing was changed",
+            hint=f"make {abnormal} a writable directory of the service user (the neo_runtime role creates it), then retry",
+        ) from None
     if not other_fs:
         return  # the quarantine is a rename
     need = sum(p.stat().st_size for p in live) + SPACE_MARGIN
