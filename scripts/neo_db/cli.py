@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, catalog, logs
+from . import __version__, catalog, holders, logs
 from . import config as config_mod
 from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, UsageError
@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("check", "run the gates on the live DB: local filesystem, no other holder, integrity_check")
     sp.add_argument("--allow-missing", action="store_true", help="a missing DB passes (first run)")
+
+    sp = add("holders", "name every process that has the live DB, its -wal, -shm or -journal open, of any user")
+    sp.add_argument("--gate", action="store_true", help="exit 5 naming them if there are any (the session gate's check)")
+    sp.add_argument(
+        "--serve",
+        action="store_true",
+        help="answer the client on the unix socket passed as stdin, in JSON (neo-db-holders@.service, as root); reads only",
+    )
 
     sp = add("session-start", "ExecStartPre hook: allocate the session, run the gates, take the pre-session backup")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the next from the counter)")
@@ -136,6 +144,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"PASS {cfg.db_path}\n  filesystem: {report.filesystem}\n  holders: {report.holders}\n"
         f"  integrity_check: {'; '.join(report.integrity_check)}\n  seconds: {report.seconds}",
     )
+    return OK
+
+
+def cmd_holders(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.serve:
+        if args.gate or args.json:
+            raise UsageError("holders --serve answers in JSON on its socket: it takes neither --gate nor --json")
+        doc = holders.serve(cfg.db_path)
+        sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
+        sys.stdout.flush()
+        return OK
+    scan = holders.inspect(cfg.db_path)
+    if scan.holders:
+        body = [[str(h.pid), h.user, h.path, h.how, h.command] for h in scan.holders]
+        text = listing.table(["PID", "USER", "FILE", "HOW", "COMMAND"], body)
+    else:
+        text = f"no other process has {cfg.db_path} (or its -wal, -shm, -journal) open"
+    text += f"\n  inspected by {scan.by}" + (f"\n  {scan.note}" if scan.note else "")
+    _emit(args, scan.as_dict(cfg.db_path), text)
+    if args.gate:
+        check.refuse_holders(scan.holders)
     return OK
 
 
@@ -313,6 +343,7 @@ def cmd_unit_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "check": cmd_check,
+    "holders": cmd_holders,
     "session-start": cmd_session_start,
     "session-stop": cmd_session_stop,
     "backup": cmd_backup,
