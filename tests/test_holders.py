@@ -263,3 +263,20 @@ def test_serve_needs_the_socket_on_stdin(shared: Runtime) -> None:
         client.close()
     doc = json.loads(data)
     assert doc["db_path"] == str(rt.db) and doc["holders"] == [] and doc["uninspected"] == []
+
+
+def test_a_user_who_cannot_reach_the_db_gets_an_error_not_a_clean_bill(shared: Runtime) -> None:
+    """Without the files' identities no holder can be recognised: that is an error, never "none"."""
+    rt = shared
+    rt.db.parent.chmod(0o700)  # nobody's own directory, as the DB's is on the VPS
+    r = subprocess.run(
+        ["runuser", "-u", "daemon", "--", SYSTEM_PYTHON, str(NEO_DB), "--config", str(rt.config_path), "holders", "--gate"],
+        capture_output=True,
+        text=True,
+        env=_env(rt, None),
+        check=False,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"cannot look at {rt.db}: Permission denied" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "no other process" not in r.stdout
+    assert as_nobody(rt, "holders", "--gate").rc == 0  # positive control: the owner can

@@ -140,6 +140,11 @@ def _identities(paths: list[Path]) -> dict[tuple[int, int], str]:
     for p in paths:
         try:
             st = os.stat(p)
+        except PermissionError as exc:
+            # Not knowing the files' identities would make "no holder" a guess.
+            raise NeoDbError(
+                f"cannot look at {p}: {exc.strerror}: holders cannot be identified", hint="run as the DB's owner or as root"
+            ) from None
         except OSError:
             continue
         ids[(st.st_dev, st.st_ino)] = str(p)
@@ -209,8 +214,6 @@ def scan(db_path: Path, exclude: Iterable[int] = ()) -> Scan:
         (Path(f"{db_path}-shm"), _SHM_DMS_BYTE, 1),
         (db_path, _PENDING_BYTE, _DB_LOCK_SPAN),
     ):
-        if not path.exists():
-            continue
         pid = _lock_owner(path, start, length)
         if pid is not None and pid not in seen and pid not in skip:
             seen.add(pid)
@@ -303,6 +306,9 @@ def inspect(db_path: Path) -> Scan:
     for h in remote.holders:
         merged.setdefault((h.pid, h.path), h)
     remote.holders = sorted(merged.values(), key=lambda h: (h.pid, h.path))
+    # Uninspected only if neither could read it: a scanner short of CAP_SYS_PTRACE (a container)
+    # still reads root's processes, and this process reads its own user's.
+    remote.uninspected = sorted(set(remote.uninspected) & set(local.uninspected))
     remote.by = f"{local.by}, and {remote.by}"
     if remote.uninspected:
         remote.note = f"{len(remote.uninspected)} processes could not be inspected for open files even by the privileged scanner"
