@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", metavar="FILE")
     sp.add_argument("--as", dest="unit_name", metavar="NAME", help="the unit's real file name, e.g. neo-engine.service")
     sp.add_argument("--drop-in-for", metavar="UNIT_FILE", help="FILE is a drop-in for this installed unit file")
+    sp.add_argument(
+        "--with",
+        dest="with_units",
+        metavar="UNIT_FILE",
+        action="append",
+        default=[],
+        help="an installed unit that FILE needs (a socket's service)",
+    )
 
     cp = sub.add_parser("config", help="validate or show the config")
     csub = cp.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
@@ -332,7 +340,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_unit_verify(args: argparse.Namespace) -> int:
     drop_in = Path(args.drop_in_for) if args.drop_in_for else None
-    problems = unitverify.verify(Path(args.path), args.unit_name, drop_in)
+    problems = unitverify.verify(Path(args.path), args.unit_name, drop_in, [Path(p) for p in args.with_units])
     if problems:
         for line in problems:
             log.error("%s", line)
