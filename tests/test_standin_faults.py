@@ -30,7 +30,7 @@ from conftest import FLAG049, ROOT, site_playbook
 
 pytestmark = pytest.mark.standin
 
-NAME = "neo-vps-faults"
+NAME = os.environ.get("NEO_FAULT_BOX", "neo-vps-faults")  # another name keeps a parallel run apart
 IMAGE = os.environ.get("NEO_STANDIN_IMAGE", "localhost/neo-vps-standin:debian12")
 UNIT = "neo-engine"
 RUNTIME = "/opt/neo/runtime"
@@ -142,7 +142,10 @@ def vps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vps]:
     if podman("image", "exists", IMAGE, check=False).returncode != 0:
         pytest.fail(f"the stand-in image {IMAGE} is missing: run `make image` (make test builds it)")
     podman("rm", "-f", NAME, check=False)
-    podman("run", "-d", "--name", NAME, "--hostname", NAME, "--systemd=always", IMAGE, "/sbin/init")
+    # Root on the VPS (a VM) has every capability; podman withholds the two that the privileged
+    # holders scanner needs to read other users' open files (test_a_root_process_holding_…).
+    caps = ["--cap-add=SYS_PTRACE", "--cap-add=DAC_READ_SEARCH"]
+    podman("run", "-d", "--name", NAME, "--hostname", NAME, "--systemd=always", *caps, IMAGE, "/sbin/init")
     try:
         _boot(NAME)
         inventory = tmp_path_factory.mktemp("faults") / "inventory.yml"
@@ -358,6 +361,49 @@ def test_a_db_on_a_network_filesystem_is_refused_by_the_unit(box: Vps) -> None:
     journal = box.journal()
     assert "nfs4" in journal and "status=4/" in journal, journal[-3000:]
     box.sh(f"rm -f {fake}")
+
+
+def test_a_root_process_holding_the_db_blocks_the_start_and_is_named(box: Vps) -> None:
+    """A root process with a plain open() of the live DB holds no SQLite lock, and neo (the
+    hooks' user) cannot read root's /proc/PID/fd. The gate asks the privileged scanner
+    (neo-db-holders.socket): the start fails with status 5 naming the PID, the command and
+    the user, the engine never runs, nothing root-owned appears in the runtime tree; once
+    the holder is gone the start passes."""
+    box.drop_in("[Service]\nRestartSec=1")
+    root_owned = f"find {RUNTIME} -mindepth 1 -user root"  # the tree below the root-owned top
+    assert box.out(root_owned) == ""
+    hold = f"import time; f = open({DB!r}, 'rb'); time.sleep(600)"
+    box.sh(f"systemd-run --unit=neo-root-holder --quiet python3 -c {shlex.quote(hold)}")
+    try:
+        pid = box.out("systemctl show neo-root-holder -p MainPID --value")
+        wait_for("the root holder to open the DB", lambda: DB in box.out(f"readlink /proc/{pid}/fd/* || true"))
+        assert box.out(f"ps -o user= -p {pid}") == "root"
+        command = box.out(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+        named = f"PID {pid} ({command[:40]}"
+        before = box.logged()
+        box.mark_journal()
+        start = box.sh(f"systemctl start {UNIT}", check=False)
+        assert start.returncode != 0, f"the engine started while root's PID {pid} ({command}) had the DB open"
+        time.sleep(3)  # several RestartSec: no restart comes
+        props = box.show("ActiveState", "NRestarts", "Result")
+        assert props == {"ActiveState": "failed", "NRestarts": "0", "Result": "exit-code"}, props
+        journal = box.journal()
+        assert "status=5/" in journal and named in journal and "of user root" in journal, journal[-3000:]
+        assert "demo-engine: session" not in journal and box.logged() == before, "the engine ran"
+        # The mechanism: neo alone cannot see root's process; through the scanner it can.
+        alone = box.sh("runuser -u neo -- env NEO_DB_HOLDERS_SOCKET=/run/no-scanner.sock neo-db holders --gate", check=False)
+        assert alone.returncode == 0 and f"PID {pid}" not in alone.stdout + alone.stderr, alone
+        assert "could not be inspected" in alone.stdout, alone.stdout
+        asked = box.sh("runuser -u neo -- neo-db holders --gate", check=False)
+        assert asked.returncode == 5 and named in asked.stderr and "of user root" in asked.stderr, asked
+        assert box.out(root_owned) == "", "the root scan left a file in the runtime tree"
+    finally:
+        box.sh("systemctl stop neo-root-holder || true")
+    box.sh(f"systemctl reset-failed {UNIT}; systemctl start {UNIT}")
+    box.wait_state("active")
+    box.wait_ticks(max(box.logged(), default=0))
+    assert box.health(box.session())["gate"]["holders"] == "none"
+    assert box.out(root_owned) == ""
 
 
 def test_the_fault_suite_ran_on_the_provisioned_unit(vps: Vps) -> None:

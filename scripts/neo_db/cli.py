@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, catalog, fsutil, logs
+from . import __version__, catalog, fsutil, holders, logs
 from . import config as config_mod
 from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, PathError, UsageError
@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("check", "run the gates on the live DB: local filesystem, no other holder, integrity_check")
     sp.add_argument("--allow-missing", action="store_true", help="a missing DB passes (first run)")
+
+    sp = add("holders", "name every process that has the live DB, its -wal, -shm or -journal open, of any user")
+    sp.add_argument("--gate", action="store_true", help="exit 5 naming them if there are any (the session gate's check)")
+    sp.add_argument(
+        "--serve",
+        action="store_true",
+        help="answer the client on the unix socket passed as stdin, in JSON (neo-db-holders@.service, as root); reads only",
+    )
 
     sp = add("session-start", "ExecStartPre hook: allocate the session, run the gates, take the pre-session backup")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the next from the counter)")
@@ -106,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", metavar="FILE")
     sp.add_argument("--as", dest="unit_name", metavar="NAME", help="the unit's real file name, e.g. neo-engine.service")
     sp.add_argument("--drop-in-for", metavar="UNIT_FILE", help="FILE is a drop-in for this installed unit file")
+    sp.add_argument(
+        "--with",
+        dest="with_units",
+        metavar="UNIT_FILE",
+        action="append",
+        default=[],
+        help="an installed unit that FILE needs (a socket's service)",
+    )
 
     cp = sub.add_parser("config", help="validate or show the config")
     csub = cp.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
@@ -140,6 +156,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"PASS {cfg.db_path}\n  filesystem: {report.filesystem}\n  holders: {report.holders}\n"
         f"  integrity_check: {'; '.join(report.integrity_check)}\n  seconds: {report.seconds}",
     )
+    return OK
+
+
+def cmd_holders(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.serve:
+        if args.gate or args.json:
+            raise UsageError("holders --serve answers in JSON on its socket: it takes neither --gate nor --json")
+        doc = holders.serve(cfg.db_path)
+        sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
+        sys.stdout.flush()
+        return OK
+    scan = holders.inspect(cfg.db_path)
+    if scan.holders:
+        body = [[str(h.pid), h.user, h.path, h.how, h.command] for h in scan.holders]
+        text = listing.table(["PID", "USER", "FILE", "HOW", "COMMAND"], body)
+    else:
+        text = f"no other process has {cfg.db_path} (or its -wal, -shm, -journal) open"
+    text += f"\n  inspected by {scan.by}" + (f"\n  {scan.note}" if scan.note else "")
+    _emit(args, scan.as_dict(cfg.db_path), text)
+    if args.gate:
+        check.refuse_holders(scan.holders)
     return OK
 
 
@@ -306,7 +344,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_unit_verify(args: argparse.Namespace) -> int:
     drop_in = Path(args.drop_in_for) if args.drop_in_for else None
-    problems = unitverify.verify(Path(args.path), args.unit_name, drop_in)
+    problems = unitverify.verify(Path(args.path), args.unit_name, drop_in, [Path(p) for p in args.with_units])
     if problems:
         for line in problems:
             log.error("%s", line)
@@ -317,6 +355,7 @@ def cmd_unit_verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "check": cmd_check,
+    "holders": cmd_holders,
     "session-start": cmd_session_start,
     "session-stop": cmd_session_stop,
     "backup": cmd_backup,

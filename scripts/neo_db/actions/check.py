@@ -97,16 +97,26 @@ def refusal(cfg: Config, report: GateReport, result: list[str]) -> GateError:
     return IntegrityError(result)
 
 
-def gate_holders(cfg: Config, report: GateReport) -> None:
-    found = holders.find_holders(cfg.db_path)
+def refuse_holders(found: list[holders.Holder]) -> None:
+    """The gate's refusal (exit 5), naming every holder: PID, command, user, file."""
     if found:
-        report.holders = "; ".join(h.describe() for h in found)
         lines = "\n".join(f"  {h.describe()}" for h in found)
         raise DbInUseError(
             f"another process has the live DB open — session aborted (the engine must be the sole writer):\n{lines}",
             hint="stop that process (analysis reads snapshots: 'neo-db snapshot'), then start the session again",
         )
-    report.holders = "none"
+
+
+def gate_holders(cfg: Config, report: GateReport) -> None:
+    scan = holders.inspect(cfg.db_path)
+    if scan.holders:
+        report.holders = "; ".join(h.describe() for h in scan.holders)
+        refuse_holders(scan.holders)
+    if scan.complete:
+        report.holders = "none"
+    else:
+        report.holders = f"none found; {scan.note}"
+        log.info("holders: %s", scan.note)
 
 
 def gate_structure(cfg: Config, report: GateReport) -> None:

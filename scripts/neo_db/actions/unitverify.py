@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import NeoDbError, UsageError
@@ -23,8 +24,10 @@ _UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|timer|socket|mount|path|t
 _BAD = re.compile(r"Unknown (key|section|lvalue)|Failed to parse|Invalid|not executable|Missing|bad-setting", re.IGNORECASE)
 
 
-def verify(candidate: Path, unit_name: str | None, drop_in_for: Path | None) -> list[str]:
-    """Problems systemd finds in the candidate file (empty: it is fine)."""
+def verify(candidate: Path, unit_name: str | None, drop_in_for: Path | None, with_units: Sequence[Path] = ()) -> list[str]:
+    """Problems systemd finds in the candidate file (empty: it is fine).
+
+    `with_units` are installed unit files laid out beside it, e.g. the service a socket starts."""
     tool = shutil.which("systemd-analyze")
     if tool is None:
         raise NeoDbError("systemd-analyze is not installed: unit files cannot be verified on this host")
@@ -32,6 +35,10 @@ def verify(candidate: Path, unit_name: str | None, drop_in_for: Path | None) -> 
         raise UsageError(f"{candidate} is not a file")
     with tempfile.TemporaryDirectory(prefix="neo-unit-verify-") as tmp:
         root = Path(tmp)
+        for unit in with_units:
+            if not unit.is_file():
+                raise UsageError(f"--with {unit}: the unit does not exist yet; install it first")
+            shutil.copyfile(unit, root / unit.name)
         if drop_in_for is not None:
             if not drop_in_for.is_file():
                 raise UsageError(f"--drop-in-for {drop_in_for}: the unit does not exist yet; install it first")
