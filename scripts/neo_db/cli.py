@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from . import __version__, catalog, fsutil, holders, logs
 from . import config as config_mod
 from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
-from .errors import FAILURE, OK, USAGE, GateError, NeoDbError, PathError, UsageError
+from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
 from .locking import state_lock
 
 log = logging.getLogger("neo_db")
@@ -175,9 +175,13 @@ def cmd_holders(args: argparse.Namespace) -> int:
     else:
         text = f"no other process has {cfg.db_path} (or its -wal, -shm, -journal) open"
     text += f"\n  inspected by {scan.by}" + (f"\n  {scan.note}" if scan.note else "")
+    if args.gate and scan.holders:  # one JSON document: the failure, with what was found
+        try:
+            check.refuse_holders(scan.holders)
+        except DbInUseError as exc:
+            exc.details = scan.as_dict(cfg.db_path)
+            raise
     _emit(args, scan.as_dict(cfg.db_path), text)
-    if args.gate:
-        check.refuse_holders(scan.holders)
     return OK
 
 
@@ -382,13 +386,13 @@ def _path_error(exc: OSError, args: argparse.Namespace | None) -> PathError:
     return PathError.from_os_error(exc)
 
 
-def _failed(wants_json: bool, code: int, message: str, hint: str | None) -> int:
+def _failed(wants_json: bool, code: int, message: str, hint: str | None, details: dict[str, Any] | None = None) -> int:
     """The exit code; with --json, the failure as JSON on stdout too (the message is on stderr).
 
     The code is "rc" (as Ansible names it): "exit_code" and "exit_status" in a db_health stop
     block are systemd's $EXIT_CODE and $EXIT_STATUS, strings such as "killed" and "KILL"."""
     if wants_json:
-        print(fsutil.to_json({"result": "fail", "rc": code, "error": message, "hint": hint}))
+        print(fsutil.to_json({**(details or {}), "result": "fail", "rc": code, "error": message, "hint": hint}))
     return code
 
 
@@ -411,12 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc.message, extra={"plain": True})
         if exc.hint:
             log.error("next: %s", exc.hint, extra={"plain": True})
-        return _failed(wants_json(), exc.exit_code, exc.message, exc.hint)
+        return _failed(wants_json(), exc.exit_code, exc.message, exc.hint, exc.details)
     except NeoDbError as exc:
         log.error("%s", exc.message)
         if exc.hint:
             log.error("next: %s", exc.hint, extra={"plain": True})
-        return _failed(wants_json(), exc.exit_code, exc.message, exc.hint)
+        return _failed(wants_json(), exc.exit_code, exc.message, exc.hint, exc.details)
     except SystemExit as exc:  # argparse --help / --version
         return int(exc.code) if isinstance(exc.code, int) else USAGE
     except KeyboardInterrupt:

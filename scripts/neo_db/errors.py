@@ -33,6 +33,8 @@ class NeoDbError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # What a --json run reports beside the failure (e.g. the holders found), in the one JSON document.
+        self.details: dict[str, object] = {}
 
 
 class UsageError(NeoDbError):
