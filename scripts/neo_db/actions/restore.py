@@ -132,9 +132,11 @@ def other_db(cfg: Config, entry: catalog.Entry) -> str | None:
         name = Path(file).name
         parsed = catalog.parse(name[: -len(".db")] if name.endswith(".db") else name)
         stem = parsed[0] if parsed else Path(name).stem
-    if named == str(cfg.db_path) and stem in (None, cfg.db_stem):
+    # A symlinked db_path is this DB under either name: backups taken before it became a link name the link.
+    ours = {str(cfg.db_path), *([str(cfg.db_link)] if cfg.db_link else [])}
+    if named in ours and stem in (None, cfg.db_stem):
         return None
-    return f"its manifest names db_path {named!r} (stem {stem!r}); this config's DB is {cfg.db_path} (stem {cfg.db_stem!r})"
+    return f"its manifest names db_path {named!r} (stem {stem!r}); this config's DB is {cfg.db_label} (stem {cfg.db_stem!r})"
 
 
 def _refuse_if_in_use(cfg: Config) -> None:
