@@ -34,7 +34,6 @@ import datetime as dt
 import errno
 import logging
 import os
-import pwd
 import signal
 import sqlite3
 from pathlib import Path
@@ -417,7 +416,7 @@ def _new_journal(plan: dict[str, Any], live: list[Path]) -> dict[str, Any]:
         "files": files,
         "quarantine": plan["quarantine"],
         "plan": plan,
-        "by": _whoami(),
+        "by": sqlitedb.user_name(),
     }
 
 
@@ -521,7 +520,7 @@ def _complete(cfg: Config, staging: Path, journal: dict[str, Any], *, recovered:
     _step("installed")
     if journal["files"]:
         _quarantine(cfg, staging, journal)
-    record = {**journal["plan"], "restored_at": catalog.iso(catalog.utcnow()), "by": journal.get("by", _whoami())}
+    record = {**journal["plan"], "restored_at": catalog.iso(catalog.utcnow()), "by": journal.get("by", sqlitedb.user_name())}
     if recovered:
         record["completed_by"] = f"the next neo-db run (PID {os.getpid()}), after the restore was interrupted"
     _write_record(Path(journal["plan"]["record"]), record)
@@ -680,13 +679,6 @@ def _remove_legacy_prepared(cfg: Config) -> None:
     for path in stale:
         fsutil.remove_quietly(Path(path))
         log.info("removed %s, left by an interrupted restore", path)
-
-
-def _whoami() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _live_owner_and_mode(cfg: Config) -> tuple[tuple[int, int], int]:
