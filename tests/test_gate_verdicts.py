@@ -391,6 +391,29 @@ def test_restore_through_a_symlinked_db_path_replaces_the_real_file_and_keeps_th
     assert runtime.cli("check").rc == 0
 
 
+def test_a_backup_taken_before_db_path_became_a_symlink_is_of_this_database(runtime: Runtime) -> None:
+    """The operator moves the DB to a bigger disk and leaves db_path as a symlink to it: the backups
+    taken before name db_path as configured (the link's path now). They are this database's."""
+    make_db(runtime.db)
+    r = runtime.cli("backup", "--json")
+    assert r.rc == 0, r.err
+    before_move = Path(r.json["path"])
+    assert json.loads(before_move.with_suffix(".json").read_text())["db_path"] == str(runtime.db)
+    real = runtime.root / "bigdisk" / runtime.db.name
+    real.parent.mkdir()
+    runtime.db.rename(real)
+    runtime.db.symlink_to(real)
+    r = runtime.cli("restore", before_move.stem, "--yes", "--json")
+    assert r.rc == 0, f"a backup of this DB, taken before the move, was refused:\n{r.err}"
+    assert runtime.db.is_symlink() and count_rows(real) == 200
+    # Negative control: the same backup, its manifest naming a third path, is another database's.
+    manifest = before_move.with_suffix(".json")
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "db_path": str(runtime.root / "elsewhere" / real.name)}))
+    r = runtime.cli("restore", before_move.stem, "--yes")
+    assert r.rc == 2 and "another database" in r.err and "--allow-other-db" in r.err, r.err
+
+
 def test_a_symlinked_db_path_that_loops_or_dangles_is_named(runtime: Runtime) -> None:
     target = runtime.root / "bigdisk" / runtime.db.name
     runtime.db.symlink_to(target)  # dangling: the DB is missing, and both names say where

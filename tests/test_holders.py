@@ -63,13 +63,13 @@ def _env(rt: Runtime, sock: Path | None) -> dict[str, str]:
     return rt.env(**{ENV_SOCKET: str(sock if sock is not None else rt.root.parent / "no-scanner.sock")})
 
 
-def as_nobody(rt: Runtime, *args: str, sock: Path | None = None) -> Result:
+def as_nobody(rt: Runtime, *args: str, sock: Path | None = None, **env: str) -> Result:
     proc = subprocess.run(
         ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), "--config", str(rt.config_path), *args],
         check=False,
         capture_output=True,
         text=True,
-        env=_env(rt, sock),
+        env={**_env(rt, sock), **env},
         timeout=120,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
@@ -219,6 +219,42 @@ def test_the_privileged_scan_writes_nothing(shared: Runtime) -> None:
     after = _tree(rt.root)
     assert after != before and rt.state.is_dir()
     assert {uid for uid, *_ in after.values()} == {NOBODY.pw_uid}
+
+
+def _ask(scanner: Scanner) -> dict[str, object]:
+    """One question to the scanner, as the gate asks it: connect, read the answer to the end."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(scanner.path))
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    client.close()
+    doc: dict[str, object] = json.loads(data)
+    return doc
+
+
+def test_the_privileged_scan_leaves_an_interrupted_restore_to_the_service_user(shared: Runtime) -> None:
+    """A restore killed half-way is completed or rolled back by the next neo-db run of the service
+    user; never by the scanner, which runs as root in a read-only sandbox (ProtectSystem=strict):
+    there the recovery could not write, the scan would fail, and every gate with it."""
+    rt = shared
+    r = as_nobody(rt, "backup", "--json")
+    assert r.rc == 0, r.err
+    r = as_nobody(rt, "restore", Path(r.json["path"]).stem, "--yes", NEO_DB_FAULT_STEP="moved-db")
+    assert r.rc == 128 + signal.SIGKILL, r.err  # runuser reports its child's SIGKILL as 137
+    staging = rt.db.parent / f".{rt.db.name}.restore"
+    assert not rt.db.exists() and (staging / "old" / rt.db.name).is_file()
+    before = _tree(rt.root)
+    with Scanner(rt) as scanner:
+        doc = _ask(scanner)
+        assert [run.returncode for run in scanner.runs] == [0], [run.stderr for run in scanner.runs]
+    assert doc["db_path"] == str(rt.db) and doc["holders"] == [], doc
+    assert _tree(rt.root) == before, "the privileged scan touched the interrupted restore"
+    # Positive control: the service user's next run rolls it back, the old DB is in place, owned by nobody.
+    r = as_nobody(rt, "holders")
+    assert r.rc == 0, r.err
+    assert rt.db.is_file() and not staging.exists()
+    assert {uid for uid, *_ in _tree(rt.root).values()} == {NOBODY.pw_uid}
 
 
 def test_a_broken_scanner_fails_the_gate_closed_with_a_clear_error(shared: Runtime) -> None:

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -287,6 +288,31 @@ def test_confirm_names_backups_dated_in_the_future(provisioned: Runtime) -> None
     retention = {i["item"]: i for i in r.json["items"]}["retention is defined"]
     assert retention["result"] == "FAIL"
     assert any(ahead.stem in e and "in the future" in e for e in retention["evidence"]), retention
+
+
+def test_confirm_never_takes_a_future_dated_backup_as_the_newest_for_its_gate_dry_run(provisioned: Runtime) -> None:
+    """Without a live DB the gate dry run copies the newest verified backup: a genuine one (S001's pre or
+    post, which may share a second), never one dated in the future."""
+    provisioned.db.rename(provisioned.root / "moved-away.db")
+    genuine = [*provisioned.files("pre_session"), *provisioned.files("post_session")]
+    pre = genuine[0]
+    ahead = pre.with_name(pre.name.replace(pre.stem[-20:], "2099-01-01T00-00-00Z"))
+    ahead.write_bytes(bytes(100) + pre.read_bytes()[100:])  # damaged, the same size: its manifest still says verified
+    ahead.with_suffix(".json").write_text(pre.with_suffix(".json").read_text())
+
+    def gate_item() -> dict[str, Any]:
+        item: dict[str, Any] = {i["item"]: i for i in provisioned.cli("confirm", "--json").json["items"]}["integrity checks are wired"]
+        return item
+
+    gate = gate_item()
+    assert gate["result"] == "PASS", gate
+    assert any(f"gate dry run on a copy of {p.stem} " in e and e.endswith(": ok") for e in gate["evidence"] for p in genuine), gate
+    # Negative control: the same damage in the genuine backups fails the dry run.
+    for p in genuine:
+        p.write_bytes(bytes(100) + p.read_bytes()[100:])
+    gate = gate_item()
+    assert gate["result"] == "FAIL", gate
+    assert any(f"a copy of {p.stem} " in e and "not a SQLite" in e for e in gate["evidence"] for p in genuine), gate
 
 
 @pytest.mark.parametrize(

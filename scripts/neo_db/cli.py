@@ -140,10 +140,11 @@ def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
         print(text)
 
 
-def _load(args: argparse.Namespace) -> config_mod.Config:
+def _load(args: argparse.Namespace, *, recover: bool = True) -> config_mod.Config:
     cfg = config_mod.load(config_mod.resolve_path(args.config))
     args.loaded_config = cfg  # main() names the config key of a path that cannot be used
-    restore.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
+    if recover:
+        restore.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
     return cfg
 
 
@@ -160,7 +161,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_holders(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    # The privileged scanner (root, read-only sandbox) only reads: an interrupted restore is the
+    # service user's next run's to finish, never root's (it would fail there, and the gate with it).
+    cfg = _load(args, recover=not args.serve)
     if args.serve:
         if args.gate or args.json:
             raise UsageError("holders --serve answers in JSON on its socket: it takes neither --gate nor --json")

@@ -33,7 +33,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import pwd
 import socket
 import stat
 import struct
@@ -41,6 +40,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import sqlitedb
 from .errors import NeoDbError, UsageError
 
 _FLOCK = "hhqqi4x"  # struct flock on Linux x86_64 / aarch64: type, whence, start, len, pid
@@ -117,19 +117,12 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
 def _user(pid: int) -> str:
     """The process's effective user, from /proc/PID/status (readable for every process)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("Uid:"):
-                return _user_name(int(line.split()[2]))
+                return sqlitedb.user_name(int(line.split()[2]))
     except (OSError, ValueError, IndexError):
         pass
     return "?"
@@ -221,7 +214,7 @@ def scan(db_path: Path, exclude: Iterable[int] = ()) -> Scan:
                 holders.append(Holder(pid, _command(pid), str(path), "sqlite lock", _user(pid)))
             else:
                 holders.append(Holder(pid, "a process in another PID namespace", str(path), "sqlite lock"))
-    by = f"uid {os.geteuid()} ({_user_name(os.geteuid())})"
+    by = f"uid {os.geteuid()} ({sqlitedb.user_name(os.geteuid())})"
     return Scan(sorted(holders, key=lambda h: (h.pid, h.path)), uninspected, by)
 
 

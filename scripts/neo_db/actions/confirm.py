@@ -113,7 +113,8 @@ def _gate_dry_run_on_a_copy(cfg: Config) -> tuple[bool, str]:
             except sqlitedb.CopyError as exc:
                 return False, f"could not copy {cfg.db_path}: {exc}"
         else:
-            verified = [e for e in catalog.entries(cfg) if e.verified and e.db is not None]
+            now = catalog.utcnow()  # a backup dated in the future is never the newest
+            verified = [e for e in catalog.entries(cfg) if e.verified and e.db is not None and not e.future_dated(now)]
             if verified:
                 newest = max(verified, key=lambda e: e.created)
                 assert newest.db is not None

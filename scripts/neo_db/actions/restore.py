@@ -34,7 +34,6 @@ import datetime as dt
 import errno
 import logging
 import os
-import pwd
 import signal
 import sqlite3
 from pathlib import Path
@@ -132,9 +131,11 @@ def other_db(cfg: Config, entry: catalog.Entry) -> str | None:
         name = Path(file).name
         parsed = catalog.parse(name[: -len(".db")] if name.endswith(".db") else name)
         stem = parsed[0] if parsed else Path(name).stem
-    if named == str(cfg.db_path) and stem in (None, cfg.db_stem):
+    # A symlinked db_path is this DB under either name: backups taken before it became a link name the link.
+    ours = {str(cfg.db_path), *([str(cfg.db_link)] if cfg.db_link else [])}
+    if named in ours and stem in (None, cfg.db_stem):
         return None
-    return f"its manifest names db_path {named!r} (stem {stem!r}); this config's DB is {cfg.db_path} (stem {cfg.db_stem!r})"
+    return f"its manifest names db_path {named!r} (stem {stem!r}); this config's DB is {cfg.db_label} (stem {cfg.db_stem!r})"
 
 
 def _refuse_if_in_use(cfg: Config) -> None:
@@ -415,7 +416,7 @@ def _new_journal(plan: dict[str, Any], live: list[Path]) -> dict[str, Any]:
         "files": files,
         "quarantine": plan["quarantine"],
         "plan": plan,
-        "by": _whoami(),
+        "by": sqlitedb.user_name(),
     }
 
 
@@ -519,7 +520,7 @@ def _complete(cfg: Config, staging: Path, journal: dict[str, Any], *, recovered:
     _step("installed")
     if journal["files"]:
         _quarantine(cfg, staging, journal)
-    record = {**journal["plan"], "restored_at": catalog.iso(catalog.utcnow()), "by": journal.get("by", _whoami())}
+    record = {**journal["plan"], "restored_at": catalog.iso(catalog.utcnow()), "by": journal.get("by", sqlitedb.user_name())}
     if recovered:
         record["completed_by"] = f"the next neo-db run (PID {os.getpid()}), after the restore was interrupted"
     _write_record(Path(journal["plan"]["record"]), record)
@@ -678,13 +679,6 @@ def _remove_legacy_prepared(cfg: Config) -> None:
     for path in stale:
         fsutil.remove_quietly(Path(path))
         log.info("removed %s, left by an interrupted restore", path)
-
-
-def _whoami() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
 
 
 def _live_owner_and_mode(cfg: Config) -> tuple[tuple[int, int], int]:
