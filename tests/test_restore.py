@@ -254,6 +254,32 @@ def test_a_temp_dir_holding_the_live_db_is_put_back_not_removed(runtime: Runtime
     assert not copies.exists() and "left by an interrupted run" in r.err
 
 
+def test_a_partial_raw_copy_is_never_put_in_place_of_a_missing_live_db(runtime: Runtime) -> None:
+    """A raw preservation killed half-way holds a (maybe partial) copy named like the DB. If the
+    live DB is missing, that copy is neither put in place nor removed: it is kept and named."""
+    make_db(runtime.db)
+    manual_backup(runtime)
+    raw_tmp = runtime.backups / "abnormal_stop" / ".tmp-neo_live_stage1_abnormal_S009_2026-01-01T00-00-00Z.raw.4244"
+    raw_tmp.mkdir(parents=True)
+    partial = runtime.db.read_bytes()[: len(runtime.db.read_bytes()) // 2]
+    (raw_tmp / runtime.db.name).write_bytes(partial)
+    runtime.db.unlink()
+    r = runtime.cli("session-start")
+    assert r.rc == 6, r.err  # the DB is missing: the gate says so, nothing was put in its place
+    assert not runtime.db.exists()
+    assert (raw_tmp / runtime.db.name).read_bytes() == partial, "the copy is kept as it was"
+    assert str(raw_tmp) in r.err and "kept, not put in place" in r.err
+    # Positive control: an older neo-db's quarantine holds the originals, and they are put back.
+    quarantine = runtime.backups / "abnormal_stop" / ".tmp-neo_live_stage1_abnormal_quarantine_2026-01-01T00-00-00Z.raw.4245"
+    quarantine.mkdir()
+    make_db(quarantine / runtime.db.name)
+    r = runtime.cli("session-start")
+    assert r.rc == 0, r.err
+    assert runtime.db.is_file() and not quarantine.exists()
+    # With the live DB back in place, the raw temp dir holds only copies: the usual cleanup.
+    assert not raw_tmp.exists()
+
+
 # ---- 2. killed mid-restore: seeded random moments (the named steps are in test_restore_steps.py) ----
 
 

@@ -32,6 +32,9 @@ from ..errors import FAILURE, NeoDbError, PathError
 
 log = logging.getLogger(__name__)
 
+# An older neo-db's restore quarantine, interrupted: .tmp-<stem>_abnormal_quarantine_<time>.raw.<pid>
+QUARANTINE_MARK = "_abnormal_quarantine_"
+
 
 class BackupFailed(NeoDbError):
     """The backup could not be written (disk full, unwritable dir, unreadable source)."""
@@ -98,12 +101,7 @@ def clean_stale_temps(cfg: Config) -> list[Path]:
                 if item.name.startswith(fsutil.TMP_PREFIX):
                     path = Path(item.path)
                     if item.is_dir(follow_symlinks=False) and not os.path.lexists(cfg.db_path) and (path / cfg.db_path.name).is_file():
-                        try:
-                            _put_back(cfg, path)
-                        except (OSError, NeoDbError) as exc:
-                            log.error(
-                                "%s holds the live DB, which is missing; putting it back failed (%s): kept, put it back by hand", path, exc
-                            )
+                        if not _keep_or_put_back(cfg, path):
                             continue
                     fsutil.remove_quietly(path)
                     removed.append(path)
@@ -111,6 +109,33 @@ def clean_stale_temps(cfg: Config) -> list[Path]:
         except OSError as exc:  # the backup that follows says what is wrong with the directory
             log.warning("could not clean up %s: %s", catalog.phase_dir(cfg, phase), exc.strerror or exc)
     return removed
+
+
+def _keep_or_put_back(cfg: Config, tmp_dir: Path) -> bool:
+    """The live DB is missing and tmp_dir holds a file of its name. True: tmp_dir may go now.
+
+    Only a restore quarantine (an older neo-db moved the live files into it) holds originals:
+    they are put back. Any other temp dir (a raw preservation, killed half-way) holds copies
+    that may be partial: it is kept for a person to look at, never put in place, never removed.
+    """
+    if QUARANTINE_MARK not in tmp_dir.name:
+        log.error(
+            "the live DB %s is missing, and %s holds a copy of it that an interrupted run left (it may be partial): "
+            "kept, not put in place; look at it before you restore",
+            cfg.db_path,
+            tmp_dir,
+        )
+        return False
+    try:
+        _put_back(cfg, tmp_dir)
+    except (OSError, NeoDbError) as exc:
+        log.error("%s holds the live DB, which is missing; putting it back failed (%s): kept, put it back by hand", tmp_dir, exc)
+        return False
+    left = [f"{cfg.db_path.name}{sfx}" for sfx in sqlitedb.LIVE_SUFFIXES if (tmp_dir / f"{cfg.db_path.name}{sfx}").is_file()]
+    if left:  # their places were taken meanwhile: never delete an original
+        log.error("%s still holds %s (their places beside the DB are taken): kept, look at them by hand", tmp_dir, ", ".join(left))
+        return False
+    return True
 
 
 def _put_back(cfg: Config, tmp_dir: Path) -> None:
