@@ -575,3 +575,25 @@ def test_sqlites_own_access_errors_are_never_called_corruption(shared_runtime: R
     result = sqlitedb.check_file(rt.db)
     assert result != ["ok"] and sqlitedb.access_error(result) is None
     assert isinstance(check.refusal(cfg, check.GateReport(), result), IntegrityError)
+
+
+def test_sqlite_error_names_do_not_depend_on_python_3_11() -> None:
+    """Python 3.10 has no sqlite3.Error.sqlite_errorname: the name comes from SQLite's message, so a
+    permission problem there is still exit 8 (an access error), never taken for corruption."""
+    from neo_db import sqlitedb
+
+    # As Python 3.10 raises them: no sqlite_errorname attribute.
+    bare = sqlite3.OperationalError("unable to open database file")
+    assert not hasattr(bare, "sqlite_errorname")
+    assert sqlitedb.error_name(bare) == "SQLITE_CANTOPEN"
+    assert sqlitedb.access_error([f"{sqlitedb.error_name(bare)}: cannot open: {bare}"])
+    assert sqlitedb.error_name(sqlite3.OperationalError("attempt to write a readonly database")) == "SQLITE_READONLY"
+    corrupt = sqlite3.DatabaseError("database disk image is malformed")
+    assert sqlitedb.error_name(corrupt) == "SQLITE_CORRUPT"
+    assert sqlitedb.access_error([f"{sqlitedb.error_name(corrupt)}: {corrupt}"]) is None  # corruption stays exit 3
+    assert sqlitedb.error_name(sqlite3.OperationalError("no such table: x")) == ""
+    # As Python 3.11+ raises them: SQLite's own name wins.
+    conn = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.Error) as raised:
+        conn.execute("SELECT * FROM missing")
+    assert sqlitedb.error_name(raised.value) == "SQLITE_ERROR"

@@ -313,6 +313,31 @@ def wal_problems(wal_path: Path, db_page_size: int) -> list[str]:
     return []
 
 
+# Python 3.10 (Ubuntu 22.04) has no sqlite3.Error.sqlite_errorname: the name comes from SQLite's
+# own message there (sqlite3ErrStr), so a permission problem is never taken for corruption.
+_ERROR_NAMES_BY_MESSAGE = (
+    ("unable to open database file", "SQLITE_CANTOPEN"),
+    ("attempt to write a readonly database", "SQLITE_READONLY"),
+    ("access permission denied", "SQLITE_PERM"),
+    ("authorization denied", "SQLITE_AUTH"),
+    ("not authorized", "SQLITE_AUTH"),
+    ("database disk image is malformed", "SQLITE_CORRUPT"),
+    ("file is not a database", "SQLITE_NOTADB"),
+    ("database is locked", "SQLITE_BUSY"),
+    ("disk i/o error", "SQLITE_IOERR"),
+    ("database or disk is full", "SQLITE_FULL"),
+)
+
+
+def error_name(exc: BaseException) -> str:
+    """SQLite's error name for an exception (SQLITE_CORRUPT, ...), on every Python from 3.10; '' if unknown."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str) and name:
+        return name
+    text = str(exc).lower()
+    return next((n for message, n in _ERROR_NAMES_BY_MESSAGE if message in text), "")
+
+
 # SQLite errors that say "this user may not", never "this file is damaged".
 ACCESS_ERRORS = ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_READONLY")
 
@@ -411,11 +436,11 @@ def check_file(path: Path, max_errors: int = 20) -> list[str]:
     try:
         conn = open_readonly(path)
     except sqlite3.Error as exc:
-        return [f"{getattr(exc, 'sqlite_errorname', 'error')}: cannot open: {exc}"]
+        return [f"{error_name(exc) or 'error'}: cannot open: {exc}"]
     try:
         return integrity_check(conn, max_errors)
     except sqlite3.Error as exc:
-        return [f"{getattr(exc, 'sqlite_errorname', 'error')}: {exc}"]
+        return [f"{error_name(exc) or 'error'}: {exc}"]
     finally:
         conn.close()
 
@@ -503,14 +528,14 @@ def backup_copy(source: Path, dest: Path) -> CopyStats:
             try:
                 src.backup(dst, pages=-1)
             except sqlite3.Error as exc:
-                name = getattr(exc, "sqlite_errorname", "")
+                name = error_name(exc)
                 corrupt = name in _SOURCE_ERRORS or "malformed" in str(exc) or "not a database" in str(exc)
                 raise CopyError(f"{name or 'error'}: {exc}", source_corrupt=corrupt) from None
             try:
                 mode = dst.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
                 pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
             except sqlite3.Error as exc:
-                name = getattr(exc, "sqlite_errorname", "")
+                name = error_name(exc)
                 raise CopyError(f"{name or 'error'} finishing the copy: {exc}", source_corrupt=name in _SOURCE_ERRORS) from None
             if str(mode).lower() != "delete":
                 raise CopyError(f"could not switch the copy to journal_mode=DELETE (got {mode})", source_corrupt=False)
