@@ -55,11 +55,11 @@ _NAME_RE = re.compile(
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 def iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Words that name a phase in backup file names (and restore's quarantine; imported and legacy
@@ -176,7 +176,7 @@ def parse(name: str) -> tuple[str, str, str | None, dt.datetime] | None:
     if not m:
         return None
     try:
-        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.UTC)
+        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.timezone.utc)
     except ValueError:
         return None
     return m["stem"], m["phase"], m["session"], ts
@@ -190,7 +190,7 @@ def snapshot_entries(cfg: Config) -> list[Entry]:
         if item.name.startswith(TMP_PREFIX) or not item.is_dir(follow_symlinks=False):
             continue
         try:
-            ts = dt.datetime.strptime(item.name, TS_FORMAT).replace(tzinfo=dt.UTC)
+            ts = dt.datetime.strptime(item.name, TS_FORMAT).replace(tzinfo=dt.timezone.utc)
         except ValueError:
             continue
         snap = Path(item.path)
