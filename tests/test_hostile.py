@@ -89,3 +89,28 @@ def test_a_session_lifecycle_runs_on_each_supported_python(runtime: Runtime, tmp
     names = [b["name"] for b in yaml.safe_load(run("list", "--json").stdout)["backups"] if b["phase"] == "pre"]
     proc = run("restore", names[0], "--yes")
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- a trailing newline slipped through every '^...$' check: '$' also matches before a final '\n' ----
+
+
+def test_a_session_id_with_a_trailing_newline_is_refused_and_makes_no_invisible_backup(runtime: Runtime) -> None:
+    make_db(runtime.db)
+    bad = runtime.cli("backup", "--phase", "manual", "--session", "M1\n")
+    assert bad.rc == 2, bad.err
+    assert "invalid session ID" in bad.err and "Traceback" not in bad.err
+    assert runtime.files("manual") == [], "a backup was written under a name with a newline, which list/prune/restore never see"
+    # Positive control: the same ID without the newline is taken, and list shows its backup.
+    good = runtime.cli("backup", "--phase", "manual", "--session", "M1")
+    assert good.rc == 0, good.err
+    assert [b["session"] for b in runtime.cli("list", "--json").json["backups"]] == ["M1"]
+
+
+def test_a_session_prefix_with_a_trailing_newline_is_a_config_error(runtime: Runtime) -> None:
+    runtime.write_config(session_prefix="S\n")
+    bad = runtime.cli("config", "validate", str(runtime.config_path))
+    assert bad.rc == 2, bad.out + bad.err
+    assert "session_prefix" in bad.err
+    runtime.write_config(session_prefix="S")
+    good = runtime.cli("config", "validate", str(runtime.config_path))
+    assert good.rc == 0, good.err

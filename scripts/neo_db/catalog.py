@@ -46,11 +46,11 @@ METADATA = "backup-metadata.json"
 # between the one-second names and a clock that NTP nudges is far below this).
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
-SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}\Z")  # \Z: "$" also matches before a final newline
 _NAME_RE = re.compile(
     r"^(?P<stem>.+)_(?P<phase>pre|post|abnormal|manual)"
     r"(?:_(?P<session>[A-Za-z][A-Za-z0-9-]{0,31}))?"
-    r"_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)$"
+    r"_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\Z"
 )
 
 

@@ -29,7 +29,7 @@ TOP_KEY = "db_safeguards"
 MIN_RETENTION_DAYS = 14
 MAX_RETENTION_DAYS = 3650
 
-SESSION_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z-]{0,7}$")
+SESSION_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z-]{0,7}\Z")  # \Z: "$" also matches before a final newline
 
 
 @dataclasses.dataclass(frozen=True)
