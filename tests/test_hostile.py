@@ -114,3 +114,26 @@ def test_a_session_prefix_with_a_trailing_newline_is_a_config_error(runtime: Run
     runtime.write_config(session_prefix="S")
     good = runtime.cli("config", "validate", str(runtime.config_path))
     assert good.rc == 0, good.err
+
+
+# ---- a symlinked db_path that leads into exports_dir: readers could read the live DB ----
+
+
+def test_a_symlinked_db_path_leading_into_exports_dir_is_refused(runtime: Runtime) -> None:
+    published = runtime.exports / "pub"
+    published.mkdir(parents=True)
+    make_db(published / "real.db")
+    runtime.db.symlink_to(published / "real.db")
+    bad = runtime.cli("config", "validate", str(runtime.config_path))
+    assert bad.rc == 2, bad.out + bad.err
+    assert "db_path" in bad.err and "exports_dir" in bad.err and str(published) in bad.err, bad.err
+    assert runtime.cli("check").rc == 2  # every command refuses the config, nothing opens the DB
+    # Positive control: the same symlink leading to a DB outside exports_dir is fine.
+    elsewhere = runtime.root / "realdb"
+    elsewhere.mkdir()
+    (published / "real.db").rename(elsewhere / "real.db")
+    runtime.db.unlink()
+    runtime.db.symlink_to(elsewhere / "real.db")
+    good = runtime.cli("config", "validate", str(runtime.config_path))
+    assert good.rc == 0, good.err
+    assert runtime.cli("check").rc == 0
