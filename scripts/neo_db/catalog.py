@@ -46,20 +46,20 @@ METADATA = "backup-metadata.json"
 # between the one-second names and a clock that NTP nudges is far below this).
 FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
-SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}\Z")  # \Z: "$" also matches before a final newline
 _NAME_RE = re.compile(
     r"^(?P<stem>.+)_(?P<phase>pre|post|abnormal|manual)"
     r"(?:_(?P<session>[A-Za-z][A-Za-z0-9-]{0,31}))?"
-    r"_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)$"
+    r"_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\Z"
 )
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 def iso(ts: dt.datetime) -> str:
-    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Words that name a phase in backup file names (and restore's quarantine; imported and legacy
@@ -176,7 +176,7 @@ def parse(name: str) -> tuple[str, str, str | None, dt.datetime] | None:
     if not m:
         return None
     try:
-        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.UTC)
+        ts = dt.datetime.strptime(m["ts"], TS_FORMAT).replace(tzinfo=dt.timezone.utc)
     except ValueError:
         return None
     return m["stem"], m["phase"], m["session"], ts
@@ -190,7 +190,7 @@ def snapshot_entries(cfg: Config) -> list[Entry]:
         if item.name.startswith(TMP_PREFIX) or not item.is_dir(follow_symlinks=False):
             continue
         try:
-            ts = dt.datetime.strptime(item.name, TS_FORMAT).replace(tzinfo=dt.UTC)
+            ts = dt.datetime.strptime(item.name, TS_FORMAT).replace(tzinfo=dt.timezone.utc)
         except ValueError:
             continue
         snap = Path(item.path)

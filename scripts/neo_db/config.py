@@ -29,7 +29,7 @@ TOP_KEY = "db_safeguards"
 MIN_RETENTION_DAYS = 14
 MAX_RETENTION_DAYS = 3650
 
-SESSION_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z-]{0,7}$")
+SESSION_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z-]{0,7}\Z")  # \Z: "$" also matches before a final newline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,11 +351,18 @@ def _reader_exposure(values: Mapping[str, Any]) -> list[str]:
             "into backup_dir to reach it, and with it the backups; expected a directory outside backup_dir "
             "(e.g. /opt/neo/runtime/exports beside /opt/neo/runtime/backups)"
         )
-    if isinstance(db_path, str) and _is_within_resolved(os.path.dirname(os.path.normpath(db_path)), exports):
-        problems.append(
-            f"key 'db_path': value {_show(db_path)} is inside key 'exports_dir' ({exports!r}): readers could read the live DB "
-            "and its -wal; expected the DB outside exports_dir (e.g. /opt/neo/runtime/db/neo_live_stage1.db)"
-        )
+    if isinstance(db_path, str):
+        # The DB's directory as written, and the one a symlinked db_path leads to (where SQLite keeps the -wal).
+        written_dir = os.path.dirname(os.path.normpath(db_path))
+        real_dir = os.path.dirname(os.path.realpath(db_path))
+        for where in dict.fromkeys((written_dir, real_dir)):
+            if _is_within_resolved(where, exports):
+                led = "" if where == written_dir else f" (it is a symlink into {where!r})"
+                problems.append(
+                    f"key 'db_path': value {_show(db_path)} is inside key 'exports_dir' ({exports!r}){led}: readers could read "
+                    "the live DB and its -wal; expected the DB outside exports_dir (e.g. /opt/neo/runtime/db/neo_live_stage1.db)"
+                )
+                break
     return problems
 
 

@@ -347,7 +347,7 @@ def preserve_abnormal(cfg: Config, session: str | None, trigger: str, stop: dict
                 size = fsutil.copy_raw(src, raw_tmp / src.name)
                 files[src.name] = {
                     "size": size,
-                    "mtime": catalog.iso(dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)),
+                    "mtime": catalog.iso(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)),
                     "sha256": fsutil.sha256_file(raw_tmp / src.name),
                 }
             doc = {"session": session, "trigger": trigger, "stop": stop, "files": files, "copied": catalog.iso(catalog.utcnow())}

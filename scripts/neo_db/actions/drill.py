@@ -97,7 +97,7 @@ def last(cfg: Config) -> dict[str, Any] | None:
         log.warning("%s has wrong types (%s): no drill result; run 'neo-db drill' to record a new one", path, wrong)
         return None
     try:
-        at = dt.datetime.strptime(str(doc.get("at")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        at = dt.datetime.strptime(str(doc.get("at")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
         doc["age_seconds"] = int((catalog.utcnow() - at).total_seconds())
     except ValueError:
         doc["age_seconds"] = None

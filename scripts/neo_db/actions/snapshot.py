@@ -111,7 +111,7 @@ def take(cfg: Config) -> dict[str, Any]:
     return {"path": str(final), "latest": str(directory / LATEST), "manifest": manifest, "pruned": removed}
 
 
-_SNAP_RE = re.compile(r"_snapshot_(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)(?:-(\d+))?\.db$")
+_SNAP_RE = re.compile(r"_snapshot_(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)(?:-(\d+))?\.db\Z")
 
 
 def _order(path: Path) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from ..errors import NeoDbError, UsageError
 
 log = logging.getLogger(__name__)
 
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|timer|socket|mount|path|target)$")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.(service|timer|socket|mount|path|target)\Z")
 _BAD = re.compile(r"Unknown (key|section|lvalue)|Failed to parse|Invalid|not executable|Missing|bad-setting", re.IGNORECASE)
 
 
