@@ -18,8 +18,9 @@ DB_IN_USE = 5  # another process has the DB, -wal or -shm open
 DB_MISSING = 6  # the DB does not exist (and this is not a first run)
 LOCKED = 7  # another neo-db run holds the state lock
 PERMISSION = 8  # this user may not read the DB as SQLite must (not corruption: no restore)
+HOT_JOURNAL = 9  # a hot rollback -journal: SQLite rolls it back on a read-write open (not corruption)
 
-GATE_EXIT_CODES = (INTEGRITY, NETWORK_FS, DB_IN_USE, DB_MISSING, PERMISSION)
+GATE_EXIT_CODES = (INTEGRITY, NETWORK_FS, DB_IN_USE, DB_MISSING, PERMISSION, HOT_JOURNAL)
 
 INTEGRITY_MESSAGE = "DB integrity check failed — session aborted. Run a backup or restore from last known-good backup before continuing."
 
@@ -87,6 +88,15 @@ class PermissionProblemError(GateError):
     FLAG-049 message would send the operator to restore and lose the session's commits."""
 
     exit_code = PERMISSION
+
+
+class HotJournalError(GateError):
+    """The live DB has a hot rollback -journal (a rollback-mode writer died mid-transaction).
+    Not corruption: the first read-write open rolls it back. The read-only gate cannot, so it
+    refuses, after checking that a rolled-back copy is intact; the raw files are preserved."""
+
+    exit_code = HOT_JOURNAL
+    preserve_raw = True
 
 
 class LockedError(NeoDbError):

@@ -19,7 +19,10 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from . import fsutil
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # a rollback journal's header (zeroed once it is done)
 WAL_MAGICS = (0x377F0682, 0x377F0683)
 WAL_VERSION = 3007000
 MMAP_MAX = 1 << 40  # the integrity check maps the whole file; SQLite caps it at its compile-time limit
@@ -544,3 +547,31 @@ def backup_copy(source: Path, dest: Path) -> CopyStats:
     finally:
         src.close()
     return CopyStats(time.monotonic() - started, pages)
+
+
+def hot_journal_size(db_path: Path) -> int | None:
+    """The size of a -journal that SQLite would roll back (non-empty, header not zeroed), else None."""
+    journal = Path(f"{db_path}-journal")
+    try:
+        with open(journal, "rb") as fh:
+            head = fh.read(len(JOURNAL_MAGIC))
+        size = journal.stat().st_size
+    except FileNotFoundError:
+        return None
+    return size if size > 0 and head == JOURNAL_MAGIC else None
+
+
+def rolled_back_check(db_path: Path, workdir: Path, max_errors: int = 20) -> tuple[list[str], dict[str, int]]:
+    """Copy the DB and its hot -journal into workdir, let SQLite roll the copy back (a read-write
+    open of the copy, never of the live DB), and return (integrity_check, row counts) of the copy."""
+    copy = workdir / db_path.name
+    for suffix in ("", "-journal"):
+        fsutil.copy_raw(Path(f"{db_path}{suffix}"), Path(f"{copy}{suffix}"))
+    conn = sqlite3.connect(os.fspath(copy), isolation_level=None)
+    try:
+        result = integrity_check(conn, max_errors)
+        return result, (row_counts(conn) if result == ["ok"] else {})
+    except sqlite3.Error as exc:
+        return [f"{error_name(exc) or 'error'}: {exc}"], {}
+    finally:
+        conn.close()

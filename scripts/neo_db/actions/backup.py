@@ -100,9 +100,9 @@ def clean_stale_temps(cfg: Config) -> list[Path]:
             for item in fsutil.iter_entries(catalog.phase_dir(cfg, phase)):
                 if item.name.startswith(fsutil.TMP_PREFIX):
                     path = Path(item.path)
-                    if item.is_dir(follow_symlinks=False) and not os.path.lexists(cfg.db_path) and (path / cfg.db_path.name).is_file():
-                        if not _keep_or_put_back(cfg, path):
-                            continue
+                    holds_live_name = item.is_dir(follow_symlinks=False) and (path / cfg.db_path.name).is_file()
+                    if holds_live_name and not os.path.lexists(cfg.db_path) and not _keep_or_put_back(cfg, path):
+                        continue
                     fsutil.remove_quietly(path)
                     removed.append(path)
                     log.info("removed %s, left by an interrupted run", path)

@@ -6,11 +6,21 @@ import dataclasses
 import logging
 import os
 import stat
+import tempfile
 import time
+from pathlib import Path
 
 from .. import fsutil, holders, sqlitedb
 from ..config import Config
-from ..errors import DbInUseError, DbMissingError, GateError, IntegrityError, NetworkFilesystemError, PermissionProblemError
+from ..errors import (
+    DbInUseError,
+    DbMissingError,
+    GateError,
+    HotJournalError,
+    IntegrityError,
+    NetworkFilesystemError,
+    PermissionProblemError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +129,37 @@ def gate_holders(cfg: Config, report: GateReport) -> None:
         log.info("holders: %s", scan.note)
 
 
+def gate_hot_journal(cfg: Config, report: GateReport) -> None:
+    """A hot rollback -journal: recoverable, not corrupt (exit 9), or corrupt once rolled back (exit 3).
+
+    SQLite rolls the journal back on the first read-write open; the gate only opens the live DB
+    read-only, which cannot. So it rolls back a copy (in state_dir) and checks that instead."""
+    size = sqlitedb.hot_journal_size(cfg.db_path)
+    if size is None:
+        return
+    journal = f"{cfg.db_path}-journal"
+    try:
+        os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)  # neo-db's own, beside the DB's filesystem
+        with tempfile.TemporaryDirectory(prefix=".neo-db-rollback-", dir=cfg.state_dir) as tmp:
+            result, counts = sqlitedb.rolled_back_check(cfg.db_path, Path(tmp), cfg.integrity_max_errors)
+    except OSError as exc:
+        result, counts = [f"not checked: the copy could not be made in {cfg.state_dir}: {exc.strerror or exc}"], {}
+    if result != ["ok"] and not result[0].startswith("not checked"):
+        report.integrity_check = [f"hot rollback journal {journal}; a copy rolled back fails integrity_check:", *result]
+        raise IntegrityError(report.integrity_check, preserve_raw=True)
+    seen = "integrity_check ok, rows " + ", ".join(f"{t} {n}" for t, n in counts.items()) if result == ["ok"] else result[0]
+    report.integrity_check = [f"hot rollback journal ({size} bytes); a copy rolled back: {seen}"]
+    raise HotJournalError(
+        f"the live DB {cfg.db_label} has a hot rollback journal ({journal}, {size} bytes): a writer in rollback-journal "
+        "mode was interrupted mid-transaction — session aborted. This is not corruption: SQLite rolls the journal back "
+        f"on the first read-write open, which this read-only gate must not do. A copy rolled back here: {seen}.",
+        hint=f"with the engine stopped, let SQLite roll it back as the service user: sqlite3 {cfg.db_path} 'PRAGMA integrity_check' "
+        "(a read-write open), then start again; the raw DB and -journal are preserved in abnormal_stop/ by session-start",
+    )
+
+
 def gate_structure(cfg: Config, report: GateReport) -> None:
+    gate_hot_journal(cfg, report)
     structure = sqlitedb.check_structure(cfg.db_path)
     for note in structure.notes:
         log.warning("%s", note)

@@ -26,7 +26,7 @@ from typing import Any
 from .. import catalog, fsutil, sqlitedb
 from .. import config as config_mod
 from ..config import Config
-from ..errors import GateError, IntegrityError, NeoDbError, UsageError
+from ..errors import GateError, HotJournalError, IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
 from . import backup, check, health, prune
 
@@ -312,7 +312,7 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
                 block["warnings"].append("no DB yet (first run): no integrity check and no pre-session backup")
         except GateError as exc:
             report.seconds = round(time.monotonic() - t0, 3)
-            if isinstance(exc, IntegrityError) and exc.preserve_raw:
+            if getattr(exc, "preserve_raw", False):
                 _preserve_refused(cfg, session, block, exc)
             block["integrity_check"] = (
                 _summary(report.integrity_check) if isinstance(exc, IntegrityError) else f"not run: {type(exc).__name__}"
@@ -358,23 +358,27 @@ def _fingerprint(cfg: Config) -> dict[str, list[int]]:
     return out
 
 
-def _preserve_refused(cfg: Config, session: str, block: dict[str, Any], exc: IntegrityError) -> None:
-    """A refusal whose evidence lives only in the raw files (commits after damage in the -wal).
+def _preserve_refused(cfg: Config, session: str, block: dict[str, Any], exc: GateError) -> None:
+    """A refusal whose evidence lives only in the raw files (commits after damage in the -wal, or
+    the pages a hot rollback -journal holds).
 
     A read-write open of the live DB (the engine, the sqlite3 shell) would replay the -wal up
     to the damage, checkpoint and delete it, and the later commits with it. So the raw DB,
     -wal and -shm are copied byte for byte into abnormal_stop/ before the start is refused,
     once per state of the files (a retried start does not copy the same files again).
     """
+    hot_journal = isinstance(exc, HotJournalError) or sqlitedb.hot_journal_size(cfg.db_path) is not None
+    what = "a hot rollback -journal" if hot_journal else "the -wal is damaged in the middle"
+    evidence = "the raw -journal holds the pages to roll back" if hot_journal else "the commits after the damage exist only in the raw -wal"
     fingerprint = _fingerprint(cfg)
     kept_in = block.get("refused_start_raw_copy")
     if kept_in and block.get("refused_start_fingerprint") == fingerprint and Path(str(kept_in)).is_dir():
         log.error("the raw DB, -wal and -shm as they are now were preserved by an earlier refused start in %s", kept_in)
-        exc.hint = f"the raw files are preserved in {kept_in}; keep them until the commits after the damage are recovered"
+        exc.hint = f"{exc.hint + '; ' if exc.hint else ''}the raw files are preserved in {kept_in}; keep them: {evidence}"
         return
     stop = {
         "classification": "refused_start",
-        "detail": f"session {session} was refused: the -wal is damaged in the middle; preserving the raw files before anything else",
+        "detail": f"session {session} was refused: {what}; preserving the raw files before anything else",
         "found_by": session,
     }
     kept, warnings = backup.preserve_abnormal(cfg, session, REFUSED_START_TRIGGER, stop)
@@ -385,8 +389,8 @@ def _preserve_refused(cfg: Config, session: str, block: dict[str, Any], exc: Int
     if kept.get("raw_copy"):
         log.error("the raw DB, -wal and -shm are preserved byte for byte in %s", kept["raw_copy"])
         exc.hint = (
-            f"the raw files are preserved in {kept['raw_copy']} (and what SQLite keeps, in {kept.get('backup') or 'no copy'}); "
-            "the commits after the damage exist only in the raw -wal: keep it until they are recovered"
+            f"{exc.hint + '; ' if exc.hint else ''}the raw files are preserved in {kept['raw_copy']} "
+            f"(and what SQLite keeps, in {kept.get('backup') or 'no copy'}); keep them: {evidence}"
         )
 
 
