@@ -378,26 +378,26 @@ def _unit_props(unit: str) -> dict[str, str]:
 
 
 def _latest_session(cfg: Any) -> tuple[str | None, str]:
-    """The session the engine was starting or running, and what its db_health says went wrong."""
+    """The session the engine was starting or running (else the newest), and what went wrong with its start."""
+    name = None
     with contextlib.suppress(OSError, ValueError):
         doc = fsutil.read_json(Path(cfg.state_dir) / "current_session.json")
         if isinstance(doc, dict) and doc.get("session"):
-            return str(doc["session"]), ""
+            name = str(doc["session"])
     sessions = Path(cfg.exports_dir) / "sessions"
-    try:
-        newest = max(
-            (p for p in sessions.iterdir() if (p / "db_health.json").is_file()),
-            key=lambda p: (p / "db_health.json").stat().st_mtime,
-        )
-    except (OSError, ValueError):
-        return None, ""
+    if name is None:
+        with contextlib.suppress(OSError, ValueError):
+            name = max(
+                (p for p in sessions.iterdir() if (p / "db_health.json").is_file()),
+                key=lambda p: (p / "db_health.json").stat().st_mtime,
+            ).name
     what = ""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        block = fsutil.read_json(newest / "db_health.json")["db_health"]
+    with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+        block = fsutil.read_json(sessions / str(name) / "db_health.json")["db_health"]
         attempts = block.get("start_attempts") or []
         if attempts and attempts[-1].get("result") == "refused":
-            what = f"the start was refused: {attempts[-1].get('reason')}"
-    return newest.name, what
+            what = f"The start was refused: {attempts[-1].get('reason')}"
+    return name, what
 
 
 def unit_failure_message(cfg: Any, unit: str) -> Message:
