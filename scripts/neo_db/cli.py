@@ -346,6 +346,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_notify(args: argparse.Namespace) -> int:
     cfg = _load(args)
+    if cfg.notify_secrets_path is None and not args.test:
+        # OnFailure= points here on every box; without a notifier there is nothing to send.
+        what = f"the failure of {args.unit}" if args.unit else "the queue"
+        log.info("no notifier configured (notify_secrets_path is null): %s not sent", what)
+        return OK
     targets = notify.require_targets(cfg)
     if args.queue:
         before = metrics.load_state(cfg.state_dir).get("notify_failures_total") or 0

@@ -260,6 +260,9 @@ def enqueue(cfg: Any, event: dict[str, Any]) -> Path | None:
     try:
         directory = queue_dir(cfg)
         fsutil.ensure_real_dir(directory, mode=0o750)
+        if os.geteuid() == 0:  # root ran a command by hand: the service user's hooks must still queue here
+            owner = os.stat(cfg.state_dir)
+            os.chown(directory, owner.st_uid, owner.st_gid)
         names = sorted(p for p in os.listdir(directory) if p.endswith(".json") and not p.startswith("."))
         for old in names[: max(0, len(names) - QUEUE_MAX + 1)]:
             log.warning("notify queue full: dropping the oldest event %s", old)
