@@ -264,3 +264,18 @@ def test_the_service_user_can_rewrite_a_textfile_root_wrote(tmp_path: Path) -> N
         assert proc.returncode == 1 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_the_monitoring_hook_in_cli_main_prints_nothing_twice(mrt: Runtime) -> None:
+    """cli.main re-reads the arguments after the command for the metrics: --help, --version and a
+    usage error must still print once (the first version printed the help twice)."""
+    r = mrt.cli("--help")
+    assert r.rc == 0 and r.out.count("usage: neo-db") == 1, r.out
+    r = mrt.cli("--version")
+    assert r.rc == 0 and r.out.count("neo-db ") == 1, r.out
+    r = mrt.cli("bogus")
+    assert r.rc == 2 and r.err.count("usage: neo-db") == 1, r.err
+    assert not prom_of(mrt).exists(), "nothing ran, nothing to write"
+    # Positive control: a real command after the same hook writes the file once, quietly.
+    r = mrt.cli("prune")
+    assert r.rc == 0 and prom_of(mrt).exists() and "metrics" not in r.err, r.err

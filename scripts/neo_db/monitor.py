@@ -9,6 +9,8 @@ rewrites ``neo_db.prom``. Nothing here can change a command's exit code or raise
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import metrics, notify
-from .errors import FAILURE, OK, UsageError
+from .errors import FAILURE, OK, USAGE, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +111,14 @@ def after_command(argv: Sequence[str], rc: int) -> None:
 
 
 def _after(argv: Sequence[str], rc: int) -> None:
+    if rc == USAGE:  # bad arguments or config: the command did nothing to record
+        return
     try:
         from .cli import build_parser  # noqa: PLC0415 (cli imports this module)
 
-        args = build_parser().parse_args(list(argv))
+        # Parsed again, silently: --help and --version must not print twice.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = build_parser().parse_args(list(argv))
     except (SystemExit, UsageError, Exception):
         return
     command = str(getattr(args, "command", ""))
