@@ -49,7 +49,7 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("runtime", {"neo_runtime_user": "Neo User"}, ["not a valid user or group name"]),
         ("logrotate", {"neo_logrotate_rotate": 0}, ["neo_logrotate_rotate", "at least 1"]),
         ("monitoring", {"neo_monitoring_listen_address": "9100"}, ["neo_monitoring_listen_address", "expected host:port"]),
-        ("monitoring", {"neo_monitoring_notify_retries": 0}, ["neo_monitoring_notify_retries (0) must be 1 to 10"]),
+        ("monitoring", {"neo_monitoring_notify_retries": 0}, ["neo_monitoring_notify_retries (0) 1 to 10", "bounded time"]),
         ("monitoring", {"neo_monitoring_textfile_dir": "var/lib/x"}, ["neo_monitoring_textfile_dir", "absolute path"]),
     ],
 )
