@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Runtime, make_db
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, make_db
 
 PROMTOOL = shutil.which("promtool")
 TS_RE = re.compile(r"_(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\.db$")
@@ -279,3 +279,17 @@ def test_the_monitoring_hook_in_cli_main_prints_nothing_twice(mrt: Runtime) -> N
     # Positive control: a real command after the same hook writes the file once, quietly.
     r = mrt.cli("prune")
     assert r.rc == 0 and prom_of(mrt).exists() and "metrics" not in r.err, r.err
+
+
+def test_the_textfile_is_world_readable_whatever_the_umask(mrt: Runtime) -> None:
+    """The engine unit runs its hooks with UMask=0027, but node_exporter (its own user) must read
+    neo_db.prom: the file is 0644 whatever the umask (the first version left it 0640)."""
+    make_db(mrt.db)
+    cmd = [SYSTEM_PYTHON, str(NEO_DB), "session-start"]
+    r = subprocess.run(cmd, env=mrt.env(), capture_output=True, text=True, check=False, umask=0o027)
+    assert r.returncode == 0, r.stderr
+    assert prom_of(mrt).stat().st_mode & 0o777 == 0o644
+    assert (mrt.state / "metrics_state.json").stat().st_mode & 0o777 == 0o644, "root and the service user share it"
+    # Positive control: the umask did apply to what the hook writes for the service user only.
+    [pre] = mrt.files("pre_session")
+    assert pre.stat().st_mode & 0o007 == 0

@@ -18,6 +18,7 @@ import configparser
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import logging
 import os
 import subprocess
@@ -84,6 +85,28 @@ def parse_iso(text: Any) -> dt.datetime | None:
         return None
 
 
+def write_shared(final: Path, data: bytes) -> None:
+    """Crash-safe write of a file others must read (0644 whatever the umask: the hooks run with
+    UMask=0027, node_exporter and root or the service user read it): a .tmp- file in the same
+    directory, fsynced, renamed, the directory fsynced."""
+    tmp = fsutil.tmp_path_for(final)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        fsutil.remove_quietly(tmp)
+        raise
+    fsutil.fsync_dir(final.parent)
+
+
 # ---- persisted state ----
 
 
@@ -107,6 +130,8 @@ def _state_lock(state_dir: Path, wait: float = 5.0) -> Iterator[bool]:
     fd = -1
     try:
         fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)  # whatever the umask: root and the service user share it
     except OSError as exc:
         log.warning("metrics: cannot open %s: %s", state_dir / LOCK_NAME, exc.strerror)
         yield False
@@ -142,7 +167,7 @@ def update_state(state_dir: Path, changes: dict[str, Any]) -> None:
             else:
                 doc[key] = value
         # 0644: the service user and root both read it; state_dir itself is 0750.
-        fsutil.write_json_atomic(state_path(state_dir), doc, mode=0o644)
+        write_shared(state_path(state_dir), (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
 # ---- collection ----
@@ -321,6 +346,5 @@ def write_samples(cfg: Any, samples: list[tuple[str, dict[str, str], float]]) ->
     if cfg.metrics_textfile_dir is None:
         raise ValueError("metrics_textfile_dir is null")
     final = Path(cfg.metrics_textfile_dir) / PROM_NAME
-    # 0644: node_exporter runs as its own user and must read it.
-    fsutil.write_bytes_atomic(final, render(samples).encode("utf-8"), mode=0o644)
+    write_shared(final, render(samples).encode("utf-8"))  # node_exporter runs as its own user
     return final
