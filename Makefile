@@ -13,9 +13,9 @@ export NEO_STANDIN_IMAGE ?= localhost/neo-vps-standin:debian12
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap
+APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus
 
-.PHONY: help deps venv image lint unit ansible-tests faults molecule test demo bench standin-down clean
+.PHONY: help deps venv image lint rules unit ansible-tests faults molecule test demo bench standin-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 
+rules: deps ## promtool: check the alert rules and run their unit tests (every alert firing and not firing)
+	promtool check rules roles/neo_monitoring/files/neo_db_alerts.yml
+	cd tests/promtool && promtool test rules *_test.yml
+
 unit: venv deps ## pytest: neo-db on real SQLite files and processes
 	$(BIN)/pytest -m "not standin and not ansible" -q
 
@@ -63,7 +67,7 @@ faults: venv image ## pytest: crashes, power loss, corruption, a full disk, thro
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
 	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
-test: lint unit ansible-tests faults molecule ## every test
+test: lint rules unit ansible-tests faults molecule ## every test
 
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh

@@ -8,6 +8,7 @@ reference measured in the same run. Writes bench/results.json and bench/results.
   BENCH_SIZES=64,256    extra sizes for the scaling measurement (the main size is added)
   BENCH_REPEAT=3        runs per timed command (the median is reported)
   BENCH_SKIP_PROVISION=1  skip the stand-in provisioning measurement
+  BENCH_ONLY=monitoring   only the monitoring costs (issue 13); writes bench/results-monitoring.json
 """
 
 from __future__ import annotations
@@ -95,17 +96,19 @@ def make_db(path: Path, mb: int) -> None:
     path.with_suffix(".ok").write_text("ok\n")
 
 
-def runtime_for(db: Path) -> tuple[dict[str, str], Any]:
+def runtime_for(db: Path, *, metrics: bool = False) -> tuple[dict[str, str], Any]:
     rt = db.parent.parent / f"rt-{db.stem}"
-    cfg = rt / "db_safeguards.yml"
+    cfg = rt / ("db_safeguards_metrics.yml" if metrics else "db_safeguards.yml")
     rt.mkdir(parents=True, exist_ok=True)
     cfg.write_text(
         "db_safeguards:\n"
         f"  db_path: {db}\n  backup_dir: {rt}/backups\n  exports_dir: {rt}/exports\n  state_dir: {rt}/state\n"
         "  readers_group: null\n  prune_after_session: false\n"
+        + (f"  metrics_textfile_dir: {rt}/textfile\n  hetzner_fact_path: null\n" if metrics else "")
     )
 
     def reset() -> None:
+        (rt / "textfile").mkdir(exist_ok=True)
         for d in ("backups", "exports", "state"):
             shutil.rmtree(rt / d, ignore_errors=True)
 
@@ -367,7 +370,77 @@ def plot(path: Path) -> str:
     return str(path)
 
 
+def monitoring_costs(db: Path) -> dict[str, Any]:
+    """Issue 13: writing metrics after the hook costs at most 5% of session-start at the main size,
+    and `neo-db metrics` at 10,000 backups at most 2x `neo-db list --json` at the same size."""
+    out: dict[str, Any] = {}
+    off_env, off_reset = runtime_for(db)
+    on_env, on_reset = runtime_for(db, metrics=True)
+    # Interleaved, so drift on a shared machine hits both alike; the median of each is compared.
+    off_runs, on_runs = [], []
+    for _ in range(max(REPEAT, 5)):
+        for env, reset, runs in ((off_env, off_reset, off_runs), (on_env, on_reset, on_runs)):
+            reset()
+            t0 = time.perf_counter()
+            subprocess.run([SYS_PY, str(NEO_DB), "-q", "session-start"], check=True, env=env, stdout=subprocess.DEVNULL)
+            runs.append(time.perf_counter() - t0)
+    off_reset()
+    out["session_start_seconds"] = {"metrics_off": statistics.median(off_runs), "metrics_on": statistics.median(on_runs)}
+    out["session_start_metrics_overhead"] = statistics.median(on_runs) / statistics.median(off_runs) - 1.0
+    sample = WORK / "tiny-m.db"
+    sample.unlink(missing_ok=True)
+    c = sqlite3.connect(sample)
+    c.execute("CREATE TABLE t(x)")
+    c.commit()
+    c.close()
+    n = 10000
+    small = WORK / f"metrics{n}" / "db" / "neo_live_stage1.db"
+    small.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sample, small)
+    env, reset = runtime_for(small, metrics=True)
+    reset()
+    (Path(env["NEO_DB_CONFIG"]).parent / "backups").mkdir()
+    subprocess.run(
+        [SYS_PY, str(NEO_DB), "-q", "backup", "--phase", "pre", "--session", "S000"], check=True, env=env, stdout=subprocess.DEVNULL
+    )
+    [seed] = list((Path(env["NEO_DB_CONFIG"]).parent / "backups" / "pre_session").glob("*.db"))
+    manifest = seed.with_suffix(".json").read_text()
+    start = time.time() - 400 * 86400
+    for i in range(n):
+        phase, sub = ("pre", "pre_session") if i % 2 == 0 else ("post", "post_session")
+        ts = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(start + i * 600))
+        d = seed.parent.parent / sub
+        d.mkdir(exist_ok=True)
+        name = f"neo_live_stage1_{phase}_S{i // 2 + 1:05d}_{ts}"
+        shutil.copyfile(seed, d / f"{name}.db")
+        (d / f"{name}.json").write_text(manifest)
+    seed.unlink()
+    seed.with_suffix(".json").unlink()
+    out["at_10k"] = {
+        "list_json": timed([SYS_PY, str(NEO_DB), "-q", "list", "--json"], env),
+        "metrics": timed([SYS_PY, str(NEO_DB), "-q", "metrics"], env),
+    }
+    out["metrics_over_list_10k"] = out["at_10k"]["metrics"] / out["at_10k"]["list_json"]
+    reset()
+    shutil.rmtree(small.parent.parent, ignore_errors=True)
+    return out
+
+
+def main_monitoring() -> int:
+    WORK.mkdir(parents=True, exist_ok=True)
+    db = WORK / f"db{MAIN_MB}" / "db" / "neo_live_stage1.db"
+    make_db(db, MAIN_MB)
+    say(f"monitoring costs (issue 13): {MAIN_MB} MiB DB, {max(REPEAT, 5)} interleaved runs each")
+    m = monitoring_costs(db)
+    (ROOT / "bench" / "results-monitoring.json").write_text(json.dumps(m, indent=2) + "\n")
+    say(f"session-start with metrics / without, {MAIN_MB} MiB: +{m['session_start_metrics_overhead'] * 100:.1f}%  (target <= +5%)")
+    say(f"neo-db metrics / neo-db list --json, 10,000 backups: {m['metrics_over_list_10k']:.2f}x  (target <= 2x)")
+    return 0
+
+
 def main() -> int:
+    if os.environ.get("BENCH_ONLY") == "monitoring":
+        return main_monitoring()
     WORK.mkdir(parents=True, exist_ok=True)
     say(f"neo-db benchmarks: {MAIN_MB} MiB main DB, sizes {SIZES}, {REPEAT} runs per command, work dir {WORK}")
     dbs = {mb: WORK / f"db{mb}" / "db" / "neo_live_stage1.db" for mb in SIZES}
@@ -397,6 +470,9 @@ def main() -> int:
     say("5. retention at scale")
     results["retention"] = retention_at_scale()
 
+    say("6. monitoring: metrics after session-start, neo-db metrics at 10,000 backups")
+    results["monitoring"] = monitoring_costs(dbs[MAIN_MB])
+
     out = ROOT / "bench" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     png = plot(ROOT / "bench" / "results.png")
@@ -413,6 +489,8 @@ def main() -> int:
         ("WAL growth during snapshot", f"{sn['wal_growth_bytes'] / 1024:.0f} KiB", ""),
         ("list 10k / 1k backups", f"{r['list_ratio_10k_1k']:.2f}x", "<= 12x"),
         ("prune --dry-run 10k / 1k backups", f"{r['prune_ratio_10k_1k']:.2f}x", "<= 12x"),
+        ("session-start: metrics on / off", f"{1 + results['monitoring']['session_start_metrics_overhead']:.3f}x", "<= 1.05x"),
+        ("neo-db metrics / list --json, 10k backups", f"{results['monitoring']['metrics_over_list_10k']:.2f}x", "<= 2x"),
     ]
     for prov, how, target in ((p, "ssh, pipelining", "<= 0.50x"), (pp, "podman exec", "(no pipelining)")):
         if prov:

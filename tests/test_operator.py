@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -230,7 +231,14 @@ def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
     )
     fact = tmp_path / "hetzner_backups.fact"
     fact.write_text("[backups]\nserver=neo-live-1\nenabled=true\nbackup_window=22-02\n")
-    runtime.write_config(unit_dir=str(units), hetzner_fact_path=str(fact), neo_db_bin=str(neo_db))
+    (tmp_path / "textfile").mkdir()
+    runtime.write_config(
+        unit_dir=str(units),
+        hetzner_fact_path=str(fact),
+        neo_db_bin=str(neo_db),
+        metrics_textfile_dir=str(tmp_path / "textfile"),
+        notify_explicitly_off=True,
+    )
     for d in ("", "pre_session", "post_session", "abnormal_stop", "manual"):  # as the neo_runtime role makes them
         (runtime.backups / d).mkdir(exist_ok=True)
         (runtime.backups / d).chmod(0o750)
@@ -251,6 +259,8 @@ def test_confirm_passes_when_everything_is_wired(provisioned: Runtime) -> None:
         "retention is defined": "PASS",
         "Hetzner backups are on": "PASS",
         "the last restore drill passed": "PASS",
+        "metrics are fresh": "PASS",
+        "a notifier is configured, or none is an explicit choice": "PASS",
     }
     md = provisioned.cli("confirm", "--markdown").out
     assert md.startswith("# Pre-first-VPS-run confirmation") and "Overall: **PASS**" in md
@@ -402,3 +412,29 @@ def test_systemctl_show_records_are_parsed_with_semicolons_in_arguments() -> Non
         ("/usr/local/bin/neo-db", ("/usr/local/bin/neo-db", "session-start"), False),
         ("/bin/echo", ("neo-db", "session-start"), True),
     ]
+
+
+def test_confirm_fails_on_stale_metrics_and_on_no_notifier_without_a_choice(provisioned: Runtime) -> None:
+    prom = Path(provisioned.settings["metrics_textfile_dir"]) / "neo_db.prom"
+    text = prom.read_text()
+    stale = re.sub(r"^(neo_db_metrics_last_write_timestamp_seconds) \d+$", r"\1 1000", text, flags=re.M)
+    assert stale != text
+    prom.write_text(stale)
+    provisioned.write_config(notify_explicitly_off=False)
+    r = provisioned.cli("confirm", "--json")
+    results = {i["item"]: i for i in r.json["items"]}
+    assert r.rc == 1
+    assert results["metrics are fresh"]["result"] == "FAIL" and "written" in results["metrics are fresh"]["evidence"][0]
+    notifier = results["a notifier is configured, or none is an explicit choice"]
+    assert notifier["result"] == "FAIL" and "neo_monitoring_no_notifier" in notifier["evidence"][0]
+    # Positive controls: fresh metrics (any writing command) and a configured root-only notifier.
+    assert provisioned.cli("metrics").rc == 0
+    secrets = provisioned.root / "notify.yml"
+    secrets.write_text("ping_url: http://127.0.0.1:9/ping/abcdef123456\n")
+    secrets.chmod(0o600)
+    provisioned.write_config(notify_secrets_path=str(secrets))
+    r = provisioned.cli("confirm", "--json")
+    results = {i["item"]: i for i in r.json["items"]}
+    assert r.rc == 0, r.out
+    assert "ping configured" in results["a notifier is configured, or none is an explicit choice"]["evidence"][0]
+    assert "abcdef123456" not in r.out

@@ -48,6 +48,9 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("runtime", {"neo_runtime_backup_dir": "/opt/neo/runtime/db/backups"}, ["must lie outside neo_runtime_db_dir"]),
         ("runtime", {"neo_runtime_user": "Neo User"}, ["not a valid user or group name"]),
         ("logrotate", {"neo_logrotate_rotate": 0}, ["neo_logrotate_rotate", "at least 1"]),
+        ("monitoring", {"neo_monitoring_listen_address": "9100"}, ["neo_monitoring_listen_address", "expected host:port"]),
+        ("monitoring", {"neo_monitoring_notify_retries": 0}, ["neo_monitoring_notify_retries (0) 1 to 10", "bounded time"]),
+        ("monitoring", {"neo_monitoring_textfile_dir": "var/lib/x"}, ["neo_monitoring_textfile_dir", "absolute path"]),
     ],
 )
 def test_a_bad_variable_fails_early_and_names_itself(inventory: Path, tags: str, extra: dict, expect: list[str]) -> None:
@@ -56,3 +59,18 @@ def test_a_bad_variable_fails_early_and_names_itself(inventory: Path, tags: str,
     for text in expect:
         assert text in out, f"{text!r} not in:\n{out[-3000:]}"
     assert "changed=0" in out.split("PLAY RECAP")[-1]
+
+
+def test_a_bad_notifier_url_is_named_but_never_shown(inventory: Path) -> None:
+    """The URLs carry tokens: a bad one fails the play naming the variable, not the value (even with -vvv)."""
+    token = "tok3nNotShownQ7x"
+    rc, out = site_playbook(
+        inventory, "--check", "-vvv", "--tags", "monitoring", "-e", json.dumps({"neo_monitoring_webhook_url": f"ftp://{token}"})
+    )
+    assert rc != 0 and "neo_monitoring_webhook_url: expected an http:// or https:// URL" in out, out[-3000:]
+    assert token not in out
+    # Positive control: a good URL passes the same check (the play goes on to the next task).
+    rc, out = site_playbook(
+        inventory, "--check", "--tags", "monitoring", "-e", json.dumps({"neo_monitoring_webhook_url": f"https://h/{token}"})
+    )
+    assert "Ensure the delivery bounds are sane" in out and token not in out, out[-3000:]

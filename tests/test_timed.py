@@ -37,6 +37,8 @@ def atocore(tmp_path: Path) -> Runtime:
         hetzner_fact_path=None,
         backup_timer="neo-db-archive.timer",
         unit_dir=str(tmp_path / "units"),
+        metrics_textfile_dir=str(tmp_path),  # issue 13: confirm wants fresh metrics and a notifier choice
+        notify_explicitly_off=True,
     )
     make_db(rt.db)
     (root / "config" / "project-registry.json").write_text(json.dumps({"projects": [{"id": "p1", "name": "demo"}]}))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, catalog, fsutil, holders, logs
+from . import __version__, catalog, fsutil, holders, logs, metrics, monitor, notify
 from . import config as config_mod
 from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
 
+    sp = sub.add_parser("metrics", help="write neo_db.prom for node_exporter's textfile collector (a timer runs it every 5 minutes)")
+    sp.add_argument("--stdout", action="store_true", help="print the metrics instead of writing the file")
+
+    sp = sub.add_parser("notify", help="send notifications: a failed unit (OnFailure=), the queued events, or a test")
+    mode = sp.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--test", action="store_true", help="send a test message to every configured notifier")
+    mode.add_argument("--unit", metavar="UNIT", help="UNIT failed: send what failed and its last journal lines")
+    mode.add_argument("--queue", action="store_true", help="send the events the hooks queued, once each")
+
     sp = sub.add_parser("unit-verify", help="check a systemd unit or drop-in file with systemd-analyze (Ansible's validate)")
     sp.add_argument("path", metavar="FILE")
     sp.add_argument("--as", dest="unit_name", metavar="NAME", help="the unit's real file name, e.g. neo-engine.service")
@@ -191,6 +200,7 @@ def cmd_holders(args: argparse.Namespace) -> int:
 def cmd_session_start(args: argparse.Namespace) -> int:
     cfg = _load(args)
     outcome = session.session_start(cfg, args.session, allow_missing=args.allow_missing)
+    monitor.note_block(outcome.block)
     _emit(
         args,
         {"db_health": outcome.block},
@@ -202,6 +212,7 @@ def cmd_session_start(args: argparse.Namespace) -> int:
 def cmd_session_stop(args: argparse.Namespace) -> int:
     cfg = _load(args)
     block = session.session_stop(cfg, args.session, os.environ)
+    monitor.note_block(block)
     stop = block.get("stop") or {}
     _emit(
         args,
@@ -360,6 +371,51 @@ def cmd_unit_verify(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.stdout:
+        print(metrics.render(metrics.collect(cfg)), end="")
+        return OK
+    if cfg.metrics_textfile_dir is None:
+        raise UsageError(
+            f"metrics_textfile_dir is null in {cfg.source}: nowhere to write neo_db.prom",
+            hint="set it (the neo_monitoring role sets /var/lib/prometheus/node-exporter), or use 'neo-db metrics --stdout'",
+        )
+    try:
+        monitor.refresh(cfg, check_unit=True)
+    except OSError as exc:
+        metrics.update_state(cfg.state_dir, {"metrics_write_errors_total": 1})
+        raise NeoDbError(
+            f"cannot write {cfg.metrics_textfile_dir}/{metrics.PROM_NAME}: {exc.strerror or exc}",
+            hint=f"check that {cfg.metrics_textfile_dir} exists and is writable by this user (the neo_monitoring role sets it up)",
+        ) from None
+    log.info("wrote %s/%s", cfg.metrics_textfile_dir, metrics.PROM_NAME)
+    return OK
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if cfg.notify_secrets_path is None and not args.test:
+        # OnFailure= points here on every box; without a notifier there is nothing to send.
+        what = f"the failure of {args.unit}" if args.unit else "the queue"
+        log.info("no notifier configured (notify_secrets_path is null): %s not sent", what)
+        return OK
+    targets = notify.require_targets(cfg)
+    if args.queue:
+        before = metrics.load_state(cfg.state_dir).get("notify_failures_total") or 0
+        sent = notify.drain(cfg, targets)
+        failed = (metrics.load_state(cfg.state_dir).get("notify_failures_total") or 0) - before
+        print(f"sent {sent} queued event(s)" + (f"; {failed} delivery failure(s), see the journal" if failed else ""))
+        return FAILURE if failed else OK
+    msg = notify.test_message() if args.test else notify.unit_failure_message(cfg, args.unit)
+    results = notify.send(cfg, targets, msg)
+    for name, outcome in results.items():
+        print(f"{name}: {outcome}")
+    if not results:
+        print("nothing to send: no configured notifier takes this kind of message")
+    return OK if all(r.startswith("ok") for r in results.values()) else FAILURE
+
+
 COMMANDS = {
     "check": cmd_check,
     "holders": cmd_holders,
@@ -376,6 +432,8 @@ COMMANDS = {
     "snapshot": cmd_snapshot,
     "confirm": cmd_confirm,
     "unit-verify": cmd_unit_verify,
+    "metrics": cmd_metrics,
+    "notify": cmd_notify,
 }
 
 
@@ -401,6 +459,12 @@ def _failed(wants_json: bool, code: int, message: str, hint: str | None, details
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    rc = _main(argv)
+    monitor.after_command(argv, rc)  # metrics state, queued notifications, neo_db.prom: never changes rc
+    return rc
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     debug = "--debug" in argv
     logs.setup_streams()

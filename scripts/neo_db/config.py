@@ -74,6 +74,15 @@ class Config:
     # the real file, resolved once at load: SQLite keeps the -wal and -shm beside the real
     # file, so every check, copy, holder probe and restore works there.
     db_link: Path | None = None
+    # Monitoring (neo_monitoring role): node_exporter's textfile dir for neo_db.prom (null: no
+    # metrics), the root-only 0600 file with the notifier URLs (null: no notifications), or an
+    # explicit "no notifier" choice for confirm; bounds for each delivery attempt.
+    metrics_textfile_dir: Path | None = None
+    notify_secrets_path: Path | None = None
+    notify_explicitly_off: bool = False
+    notify_timeout_seconds: int = 5
+    notify_retries: int = 3
+    notify_journal_lines: int = 20
     source: str = "<defaults>"
 
     @property
@@ -314,6 +323,12 @@ SCHEMA: dict[str, tuple[Validator, bool]] = {
     "extra_files": (_extra_files, False),
     "snapshot_notes": (_notes, False),
     "backup_timer": (_timer_name, False),
+    "metrics_textfile_dir": (_optional_abs_path, False),
+    "notify_secrets_path": (_optional_abs_path, False),
+    "notify_explicitly_off": (_bool, False),
+    "notify_timeout_seconds": (_int_range(1, 60), False),
+    "notify_retries": (_int_range(1, 10), False),
+    "notify_journal_lines": (_int_range(0, 200), False),
 }
 
 
@@ -433,7 +448,9 @@ def validate(data: Any, source: str) -> Config:
             kwargs[key] = Path(os.path.realpath(configured))
             if kwargs[key] != configured:
                 kwargs["db_link"] = configured
-        elif key in ("backup_dir", "exports_dir", "state_dir", "unit_dir", "neo_db_bin") or (key == "hetzner_fact_path" and value):
+        elif key in ("backup_dir", "exports_dir", "state_dir", "unit_dir", "neo_db_bin") or (
+            key in ("hetzner_fact_path", "metrics_textfile_dir", "notify_secrets_path") and value
+        ):
             kwargs[key] = Path(os.path.normpath(value))
         elif key in {"clean_exit_statuses", "snapshot_notes"}:
             kwargs[key] = tuple(value)

@@ -28,7 +28,7 @@ from typing import Any
 from .. import catalog, fsutil, sqlitedb, systemd
 from ..config import Config
 from ..errors import UsageError
-from . import drill, prune
+from . import drill, monitoring_checks, prune
 
 
 @dataclasses.dataclass
@@ -229,6 +229,7 @@ def _run_timed(cfg: Config) -> list[Item]:
     if cfg.hetzner_fact_path is not None:
         items.append(_hetzner(cfg))
     items.append(_drill(cfg))
+    items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
     return items
 
 
@@ -274,6 +275,7 @@ def run(cfg: Config) -> list[Item]:
     items.append(_retention(cfg))
     items.append(_hetzner(cfg))
     items.append(_drill(cfg))
+    items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
     return items
 
 
