@@ -7,7 +7,9 @@ Each item is PASS or FAIL with its evidence:
   3. the backup paths are verified (exist, real dirs, owner and mode, local filesystem);
   4. retention is defined (the policy, and what a prune would keep now);
   5. Hetzner backups are on (the fact the hetzner_backups role recorded);
-  6. the last restore drill passed, recently.
+  6. the last restore drill passed, recently;
+  7. the engine is installed (the program ExecStart= runs exists and is executable: a host is
+     provisioned before its engine is, and unit-verify lets its unit in with a notice).
 """
 
 from __future__ import annotations
@@ -276,6 +278,8 @@ def run(cfg: Config) -> list[Item]:
     items.append(_hetzner(cfg))
     items.append(_drill(cfg))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
+    problem, evidence = systemd.engine_program_problem(cfg.engine_unit, view, where)
+    items.append(Item("the engine is installed", problem is None, [evidence] + ([problem] if problem else [])))
     return items
 
 
