@@ -9,13 +9,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 export CONTAINERS_CONF ?= $(CURDIR)/standin/containers.conf
+# The stand-in's Debian suite: bookworm (Debian 12, every package baked in) or trixie (Debian 13,
+# a fresh image without the roles' packages), e.g. `make demo NEO_STANDIN_SUITE=trixie`.
+export NEO_STANDIN_SUITE ?= bookworm
+ifeq ($(NEO_STANDIN_SUITE),trixie)
+export NEO_STANDIN_IMAGE ?= localhost/neo-vps-standin:debian13-fresh
+else
 export NEO_STANDIN_IMAGE ?= localhost/neo-vps-standin:debian12
+endif
+# Molecule's fresh Debian 13 platform (the production inventory's host).
+export NEO_STANDIN_FRESH_IMAGE ?= localhost/neo-vps-standin:debian13-fresh
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus
 
-.PHONY: help deps venv image lint rules unit ansible-tests faults molecule test demo bench standin-down clean
+.PHONY: help deps venv image lint rules unit pythons ansible-tests faults molecule check test demo bench standin-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,8 +50,9 @@ $(STAMPS)/venv: requirements.txt constraints.txt
 	$(BIN)/python -c "import ansible, molecule, pytest, yaml, requests"
 	@touch $@
 
-image: deps ## build the stand-in VPS base image (cached)
-	bash standin/build-image.sh
+image: deps ## build the stand-in VPS base images, Debian 12 and a fresh Debian 13 (cached)
+	NEO_STANDIN_SUITE=bookworm NEO_STANDIN_IMAGE=localhost/neo-vps-standin:debian12 bash standin/build-image.sh
+	NEO_STANDIN_SUITE=trixie NEO_STANDIN_IMAGE=$(NEO_STANDIN_FRESH_IMAGE) bash standin/build-image.sh
 
 lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/ruff check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
@@ -58,6 +68,9 @@ rules: deps ## promtool: check the alert rules and run their unit tests (every a
 unit: venv deps ## pytest: neo-db on real SQLite files and processes
 	$(BIN)/pytest -m "not standin and not ansible" -q
 
+pythons: venv ## the unit suite's neo-db CLI under every Python 3.10-3.13 found (pyenv, PATH); says which ran
+	VENV=$(VENV) bash tests/pythons.sh
+
 ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
 	$(BIN)/pytest -m ansible -q
 
@@ -67,7 +80,13 @@ faults: venv image ## pytest: crashes, power loss, corruption, a full disk, thro
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
 	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
-test: lint rules unit ansible-tests faults molecule ## every test
+check: lint unit ## the fast path for day-to-day work: lint and the unit suite
+
+# Each stage of `make test` runs as its own make, timed; the times are printed at the end.
+# A stage another Makefile adds (vm-faults) joins when its target exists.
+TEST_STAGES := lint rules unit pythons ansible-tests faults $(shell grep -qE '^vm-faults:' $(MAKEFILE_LIST) && echo vm-faults) molecule
+test: ## every test, each stage's wall time printed at the end
+	MAKE="$(MAKE)" bash tests/stages.sh $(TEST_STAGES)
 
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Build the stand-in VPS base image offline: a debootstrapped Debian 12 with
-# systemd, imported into podman. Cached: a second run reuses the image.
+# Build the stand-in VPS base image offline: a debootstrapped Debian with systemd,
+# imported into podman. Cached: a second run reuses the image.
 #
-#   NEO_STANDIN_IMAGE   image name           (default localhost/neo-vps-standin:debian12)
 #   NEO_STANDIN_SUITE   Debian suite          (default bookworm)
+#   NEO_STANDIN_FRESH=1 a fresh image: only what Ansible needs (systemd, dbus, python3,
+#                       python3-apt, sudo, procps), none of the packages the roles install,
+#                       so the first converge really installs them from the mirror
+#                       (default: 1 for trixie, 0 for bookworm)
+#   NEO_STANDIN_IMAGE   image name           (default localhost/neo-vps-standin:debian12 for
+#                       bookworm, localhost/neo-vps-standin:debian13-fresh for a fresh trixie)
 #   NEO_STANDIN_MIRROR  Debian mirror URL     (default: the host's apt mirror)
 #   NEO_STANDIN_REBUILD=1 forces a rebuild.
 set -euo pipefail
 
-image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12}
 suite=${NEO_STANDIN_SUITE:-bookworm}
+case "$suite" in
+  bookworm) version=12 ;;
+  trixie) version=13 ;;
+  *) echo "error: NEO_STANDIN_SUITE=$suite: use bookworm (Debian 12) or trixie (Debian 13)" >&2; exit 2 ;;
+esac
+if [ "$suite" = trixie ]; then fresh=${NEO_STANDIN_FRESH:-1}; else fresh=${NEO_STANDIN_FRESH:-0}; fi
+if [ "$fresh" = 1 ]; then default_image=localhost/neo-vps-standin:debian$version-fresh; else default_image=localhost/neo-vps-standin:debian$version; fi
+image=${NEO_STANDIN_IMAGE:-$default_image}
 here=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 
@@ -24,6 +36,8 @@ mirror=${NEO_STANDIN_MIRROR:-$(default_mirror)}
 
 # openssh-server: `make bench` provisions one stand-in over SSH (pipelining), as a real VPS is.
 packages=systemd,systemd-sysv,dbus,sudo,python3,python3-yaml,python3-apt,sqlite3,logrotate,procps,openssh-server
+# A fresh image holds only what molecule and Ansible need to reach the box.
+[ "$fresh" != 1 ] || packages=systemd,systemd-sysv,dbus,sudo,python3,python3-apt,procps
 # The image records its package list; an image built from another list is rebuilt.
 label=neo.standin.packages
 
@@ -56,6 +70,10 @@ chroot "$rootfs" systemctl mask getty@tty1.service serial-getty@console.service 
 chroot "$rootfs" systemctl disable ssh.service >/dev/null 2>&1 || true
 rm -f "$rootfs"/etc/ssh/ssh_host_*
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+# No package lists, and none fresh: a real image's lists date from its build, so the roles'
+# cache_valid_time refreshes them (apt judges the lists' age by this directory's mtime).
+mkdir -p "$rootfs"/var/lib/apt/lists/partial
+touch -d @0 "$rootfs"/var/lib/apt/lists
 echo "neo-vps-standin" >"$rootfs/etc/hostname"
 
 tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change "LABEL $label=$packages" - "$image" >/dev/null

@@ -6,15 +6,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name=neo-vps-local
-image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12}
+suite=${NEO_STANDIN_SUITE:-bookworm}
+case "$suite" in
+  bookworm) image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12}; caps=() ;;
+  # systemd 257 keeps CAP_SYS_ADMIN for ProtectHostname=/ProtectKernelTunables= with User=:
+  # a container must grant it (a real host's PID 1 has it), or sessions fail with 217/USER.
+  trixie) image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian13-fresh}; caps=(--cap-add SYS_ADMIN) ;;
+  *) echo "error: NEO_STANDIN_SUITE=$suite: use bookworm (Debian 12) or trixie (Debian 13)" >&2; exit 2 ;;
+esac
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/standin/containers.conf}
 export ANSIBLE_CONFIG=$PWD/ansible.cfg
 in_vps() { podman exec "$name" "$@"; }
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "stand-in VPS $name ($image)"
+if podman container exists "$name" && [ "$(podman inspect -f '{{.ImageName}}' "$name")" != "$image" ]; then
+  echo "error: $name runs $(podman inspect -f '{{.ImageName}}' "$name"), not $image: 'make standin-down' removes it" >&2
+  exit 2
+fi
 if ! podman container exists "$name"; then
-  podman run -d --name "$name" --hostname "$name" --systemd=always "$image" /sbin/init >/dev/null
+  podman run -d --name "$name" --hostname "$name" --systemd=always "${caps[@]}" "$image" /sbin/init >/dev/null
   echo "started $name"
 elif [ "$(podman inspect -f '{{.State.Running}}' "$name")" != true ]; then
   podman start "$name" >/dev/null

@@ -2,7 +2,7 @@
 # Run a command with the fake Hetzner Cloud API serving on 127.0.0.1 (there is no real
 # Hetzner here): HCLOUD_ENDPOINT and HCLOUD_TOKEN point the hetzner_backups role at it.
 #   standin/with-fake-hetzner.sh [--state-file F] -- COMMAND...
-# The stand-in servers neo-vps-local and neo-vps-molecule exist in it, backups off.
+# The stand-in servers neo-vps-local, neo-vps-molecule and neo-vps-prod-molecule exist in it, backups off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state_args=()
@@ -13,7 +13,7 @@ python=${FAKE_HETZNER_PYTHON:-python3}
 port_file=$(mktemp)
 log=$(mktemp)
 "$python" tests/fake_hetzner/server.py --port 0 --port-file "$port_file" --token fake-standin-token \
-  --server neo-vps-local --server neo-vps-molecule "${state_args[@]}" >"$log" 2>&1 &
+  --server neo-vps-local --server neo-vps-molecule --server neo-vps-prod-molecule "${state_args[@]}" >"$log" 2>&1 &
 fake=$!
 cleanup() {
   local status=$?  # the command's status, not the fake's (which dies by SIGTERM here)

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 NEO_DB = SCRIPTS / "neo-db"
 DEMO_ENGINE = SCRIPTS / "demo-engine"
-SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+# The interpreter neo-db runs under, as systemd runs it: the distro python3, or the one
+# $NEO_DB_PYTHON names (`make pythons` runs the suite's CLI under every Python 3.10-3.13 found).
+SYSTEM_PYTHON = os.environ.get("NEO_DB_PYTHON") or ("/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable)
 sys.dont_write_bytecode = True  # keep scripts/ free of __pycache__: the roles copy it to the VPS
 sys.path.insert(0, str(SCRIPTS))
 

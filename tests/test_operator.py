@@ -225,7 +225,11 @@ def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
     units = tmp_path / "units"
     neo_db = install_neo_db(tmp_path)
     (units / "neo-engine.service.d").mkdir(parents=True)
-    (units / "neo-engine.service").write_text("[Service]\nExecStart=/opt/neo/engine\n")
+    engine = tmp_path / "opt-neo-engine" / "neo-engine"
+    engine.parent.mkdir()
+    engine.write_text("#!/bin/sh\nexec sleep 1\n")
+    engine.chmod(0o755)
+    (units / "neo-engine.service").write_text(f"[Service]\nExecStart={engine} --config /etc/neo/engine.yml\n")
     (units / "neo-engine.service.d" / "10-safeguards.conf").write_text(
         f"[Service]\nUser=root\nExecStartPre={neo_db} session-start\nExecStopPost={neo_db} session-stop\n"
     )
@@ -263,9 +267,50 @@ def test_confirm_passes_when_everything_is_wired(provisioned: Runtime) -> None:
         "the live DB's origin is recorded": "PASS",
         "metrics are fresh": "PASS",
         "a notifier is configured, or none is an explicit choice": "PASS",
+        "the engine is installed": "PASS",
     }
     md = provisioned.cli("confirm", "--markdown").out
     assert md.startswith("# Pre-first-VPS-run confirmation") and "Overall: **PASS**" in md
+
+
+def test_confirm_and_session_start_refuse_while_the_engine_is_not_installed(provisioned: Runtime) -> None:
+    """A production host is provisioned before its engine is installed (unit-verify lets the unit in
+    with a notice): the first session must then fail clearly at the gate, naming the path and the fix,
+    before it takes a session ID or a backup; confirm FAILs the item. Installed: both pass."""
+    unit = Path(provisioned.settings["unit_dir"]) / "neo-engine.service"
+    engine = Path(unit.read_text().split("ExecStart=")[1].split()[0])
+
+    def engine_item() -> dict[str, Any]:
+        item: dict[str, Any] = {i["item"]: i for i in provisioned.cli("confirm", "--json").json["items"]}["the engine is installed"]
+        return item
+
+    assert engine_item()["result"] == "PASS"  # positive control: installed
+    engine.unlink()
+    item = engine_item()
+    assert item["result"] == "FAIL", item
+    assert any(str(engine) in e and "not installed" in e for e in item["evidence"]), item
+
+    counter_before = sorted(p.name for p in provisioned.state.iterdir())
+    backups_before = provisioned.files("pre_session")
+    refused = provisioned.cli("session-start")
+    assert refused.rc == 2, refused.err
+    assert f"the engine {engine} (ExecStart of neo-engine.service) is not installed" in refused.err, refused.err
+    assert "install the engine there" in refused.err and "neo_safeguards_engine_exec_start" in refused.err
+    assert "Traceback" not in refused.err and "internal error" not in refused.err
+    assert provisioned.files("pre_session") == backups_before  # no backup, no session taken
+    assert sorted(p.name for p in provisioned.state.iterdir()) == counter_before
+    assert provisioned.stop().rc == 0  # ExecStopPost after the refused start: nothing was open
+
+    # Present but not executable: refused too, with the other reason.
+    engine.write_text("#!/bin/sh\n")
+    engine.chmod(0o644)
+    refused = provisioned.cli("session-start")
+    assert refused.rc == 2 and "is not executable" in refused.err, refused.err
+    assert engine_item()["result"] == "FAIL"
+
+    engine.chmod(0o755)  # installed: the same start opens a session
+    assert provisioned.cli("session-start").rc == 0
+    assert engine_item()["result"] == "PASS"
 
 
 def test_confirm_fails_when_a_hook_is_missing(provisioned: Runtime) -> None:

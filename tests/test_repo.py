@@ -58,3 +58,18 @@ def test_the_unit_never_restarts_through_any_gate_exit_code() -> None:
 
     role_vars = yaml.safe_load((ROOT / "roles" / "neo_safeguards" / "vars" / "main.yml").read_text())
     assert sorted(role_vars["_neo_safeguards_gate_exit_codes"]) == sorted(errors.GATE_EXIT_CODES)
+
+
+def test_molecule_converges_the_production_inventorys_host_variables() -> None:
+    """The molecule host neo-vps-prod-molecule stands for inventory/hetzner.yml's host: it carries
+    every one of its variables (the connection's aside), with the same values, in group neo_vps."""
+    inventory = yaml.safe_load((ROOT / "inventory" / "hetzner.yml").read_text())
+    [(name, prod)] = inventory["neo_vps"]["hosts"].items()
+    wanted = {k: v for k, v in prod.items() if not k.startswith("ansible_")}
+    assert wanted, f"{name} in inventory/hetzner.yml has no variables to converge"
+    scenario = yaml.safe_load((ROOT / "molecule" / "default" / "molecule.yml").read_text())
+    platforms = {p["name"]: p for p in scenario["platforms"]}
+    assert "neo-vps-prod-molecule" in platforms, "no molecule platform converges the production inventory"
+    assert platforms["neo-vps-prod-molecule"]["groups"] == ["neo_vps"]
+    host_vars = scenario["provisioner"]["inventory"]["host_vars"]["neo-vps-prod-molecule"]
+    assert {k: host_vars.get(k) for k in wanted} == wanted

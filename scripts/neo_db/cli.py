@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an installed unit that FILE needs (a socket's service)",
     )
+    sp.add_argument(
+        "--allow-absent-engine",
+        action="store_true",
+        help="ExecStart's program not installed yet is a notice, not a failure (provisioning before the engine is installed)",
+    )
 
     cp = sub.add_parser("config", help="validate or show the config")
     csub = cp.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
@@ -439,9 +444,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_unit_verify(args: argparse.Namespace) -> int:
     drop_in = Path(args.drop_in_for) if args.drop_in_for else None
-    problems = unitverify.verify(Path(args.path), args.unit_name, drop_in, [Path(p) for p in args.with_units])
-    if problems:
-        for line in problems:
+    verdict = unitverify.verify(
+        Path(args.path), args.unit_name, drop_in, [Path(p) for p in args.with_units], allow_absent_engine=args.allow_absent_engine
+    )
+    for line in verdict.notices:
+        log.warning("notice: %s", line)
+    if verdict.problems:
+        for line in verdict.problems:
             log.error("%s", line)
         return USAGE
     print(f"ok: {args.unit_name or args.path} passes systemd-analyze verify")

@@ -186,6 +186,11 @@ def _from_files(unit: str, unit_dir: Path) -> dict[str, list[str]]:
     return merged
 
 
+def unit_files_view(unit: str, unit_dir: Path) -> dict[str, list[str]]:
+    """What the unit files in unit_dir say, whether or not systemd runs here (unit-verify's temp layout)."""
+    return _from_files(unit, unit_dir)
+
+
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 
 
@@ -221,3 +226,19 @@ def unit_view(unit: str, unit_dir: Path) -> tuple[dict[str, list[str]], str]:
             return view, f"systemctl show {full}"
         return {}, f"systemctl show {full} (unit not loaded)"
     return _from_files(unit, unit_dir), f"unit files in {unit_dir} (systemd is not running here)"
+
+
+def engine_program_problem(unit: str, view: dict[str, list[str]], where: str) -> tuple[str | None, str]:
+    """Whether the program the engine unit's ExecStart= runs is installed: (the problem or None, the evidence)."""
+    commands = [cmd for value in view.get("ExecStart", []) for cmd in parse_exec(value)]
+    if not commands:
+        return f"{full_name(unit)} has no ExecStart= ({where})", f"ExecStart: none ({where})"
+    path = commands[0].path
+    fix = "install the engine there first, or point ExecStart at it (the role's neo_safeguards_engine_exec_start)"
+    if not os.path.exists(path):
+        problem = f"the engine {path} (ExecStart of {full_name(unit)}) is not installed: {fix}"
+        return problem, f"ExecStart runs {path}: not installed ({where})"
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        problem = f"the engine {path} (ExecStart of {full_name(unit)}) is not executable by this user: {fix}"
+        return problem, f"ExecStart runs {path}: present, not executable ({where})"
+    return None, f"ExecStart runs {path}: installed, executable ({where})"

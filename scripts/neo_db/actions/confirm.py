@@ -8,7 +8,9 @@ Each item is PASS or FAIL with its evidence:
   4. retention is defined (the policy, and what a prune would keep now);
   5. Hetzner backups are on (the fact the hetzner_backups role recorded);
   6. the last restore drill passed, recently;
-  7. the live DB's origin is recorded (neo-db import: origin.json, its imported backup verified by sha256).
+  7. the live DB's origin is recorded (neo-db import: origin.json, its imported backup verified by sha256);
+  8. the engine is installed (the program ExecStart= runs exists and is executable: a host is
+     provisioned before its engine is, and unit-verify lets its unit in with a notice).
 """
 
 from __future__ import annotations
@@ -278,6 +280,8 @@ def run(cfg: Config) -> list[Item]:
     items.append(_drill(cfg))
     items.append(Item("the live DB's origin is recorded", *importer.origin_check(cfg)))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
+    problem, evidence = systemd.engine_program_problem(cfg.engine_unit, view, where)
+    items.append(Item("the engine is installed", problem is None, [evidence] + ([problem] if problem else [])))
     return items
 
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, fsutil, sqlitedb
+from .. import catalog, fsutil, sqlitedb, systemd
 from .. import config as config_mod
 from ..config import Config
 from ..errors import GateError, HotJournalError, IntegrityError, NeoDbError, UsageError
@@ -266,7 +266,19 @@ def _preserve_unclean(cfg: Config, previous: dict[str, Any], now_session: str) -
         health.save(cfg, str(prev), block)
 
 
+def _engine_installed(cfg: Config) -> None:
+    """Refuse, before a session ID or a backup is taken, to open a session for an engine that is not
+    installed: systemd would fail its ExecStart (203/EXEC) after the pre-session backup. The unit files
+    are read, not `systemctl show`: this runs inside the engine's sandbox. No unit file: nothing to say."""
+    view = systemd.unit_files_view(cfg.engine_unit, cfg.unit_dir)
+    if view.get("ExecStart"):
+        problem, _ = systemd.engine_program_problem(cfg.engine_unit, view, str(cfg.unit_dir))
+        if problem is not None:
+            raise UsageError(problem)
+
+
 def session_start(cfg: Config, session: str | None, *, allow_missing: bool = False) -> StartOutcome:
+    _engine_installed(cfg)
     with state_lock(cfg):
         backup.clean_stale_temps(cfg)
         previous = load_current(cfg)
