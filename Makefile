@@ -62,7 +62,7 @@ lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/ansible-lint --profile production
 
 rules: deps ## promtool: check the alert rules and run their unit tests (every alert firing and not firing)
-	promtool check rules roles/neo_monitoring/files/neo_db_alerts.yml
+	promtool check rules roles/neo_monitoring/files/neo_db_alerts.yml roles/neo_monitoring/files/neo_host_alerts.yml
 	cd tests/promtool && promtool test rules *_test.yml
 
 unit: venv deps ## pytest: neo-db on real SQLite files and processes

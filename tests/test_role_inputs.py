@@ -51,6 +51,11 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("monitoring", {"neo_monitoring_listen_address": "9100"}, ["neo_monitoring_listen_address", "expected host:port"]),
         ("monitoring", {"neo_monitoring_notify_retries": 0}, ["neo_monitoring_notify_retries (0) 1 to 10", "bounded time"]),
         ("monitoring", {"neo_monitoring_textfile_dir": "var/lib/x"}, ["neo_monitoring_textfile_dir", "absolute path"]),
+        ("host", {"neo_host_reboot_window": "3-5"}, ['neo_host_reboot_window is "3-5"', "HH:MM-HH:MM in UTC"]),
+        ("host", {"neo_host_ssh_allow_cidrs": ["10.0.0.1"]}, ["not a CIDR", '["10.0.0.1"]', "203.0.113.7/32"]),
+        ("host", {"neo_host_ssh_permit_root_login": "yes"}, ["neo_host_ssh_permit_root_login", "prohibit-password"]),
+        ("host", {"neo_host_firewall_open_ports": [{"port": 70000, "cidrs": ["0.0.0.0/0"]}]}, ["open_ports entry", "1-65535"]),
+        ("host", {"neo_host_needrestart_exclude_units": ["neo-engine"]}, ["neo_host_needrestart_exclude_units", "neo-engine.service"]),
     ],
 )
 def test_a_bad_variable_fails_early_and_names_itself(inventory: Path, tags: str, extra: dict, expect: list[str]) -> None:

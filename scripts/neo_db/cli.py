@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, fsutil, holders, logs, metrics, monitor, notify
 from . import config as config_mod
-from .actions import backup, check, confirm, diff, drill, health, importer, listing, prune, restore, session, snapshot, timed, unitverify
+from .actions import backup, check, confirm, diff, drill, health, importer, listing, prune, rebootguard, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
 from .locking import state_lock
 
@@ -149,6 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-absent-engine",
         action="store_true",
         help="ExecStart's program not installed yet is a notice, not a failure (provisioning before the engine is installed)",
+    )
+
+    sp = add("reboot-guard", "reboot for a pending update (/var/run/reboot-required) only inside the window and with no session open")
+    sp.add_argument(
+        "--window", required=True, metavar="HH:MM-HH:MM", help="the maintenance window in UTC, e.g. 02:00-05:00 (may wrap midnight)"
+    )
+    sp.add_argument(
+        "--reboot-required-file",
+        type=Path,
+        default=rebootguard.DEFAULT_FLAG,
+        metavar="PATH",
+        help=f"the file whose presence means a reboot is pending (default: {rebootguard.DEFAULT_FLAG})",
+    )
+    sp.add_argument(
+        "--reboot-command",
+        default=rebootguard.DEFAULT_COMMAND,
+        metavar="CMD",
+        help=f"run (no shell) to reboot (default: {rebootguard.DEFAULT_COMMAND!r})",
     )
 
     cp = sub.add_parser("config", help="validate or show the config")
@@ -457,6 +475,17 @@ def cmd_unit_verify(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_reboot_guard(args: argparse.Namespace) -> int:
+    window = rebootguard.parse_window(args.window)
+    command = rebootguard.parse_command(args.reboot_command)
+    cfg = _load(args, recover=False)  # root: an interrupted restore is the service user's to finish
+    doc = rebootguard.run(cfg, window, args.reboot_required_file, command)
+    failed = doc["decision"] == "reboot_failed"
+    (log.error if failed else log.info)("reboot-guard: %s: %s", doc["decision"], doc["reason"])
+    _emit(args, doc, "")
+    return FAILURE if failed else OK
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     cfg = _load(args)
     if args.stdout:
@@ -520,6 +549,7 @@ COMMANDS = {
     "import": cmd_import,
     "unit-verify": cmd_unit_verify,
     "metrics": cmd_metrics,
+    "reboot-guard": cmd_reboot_guard,
     "notify": cmd_notify,
 }
 
