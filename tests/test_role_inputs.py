@@ -39,7 +39,11 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("safeguards", {"neo_safeguards_abnormal_retention_days": "thirty"}, ["neo_safeguards_abnormal_retention_days"]),
         ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
         ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
-        ("safeguards", {"neo_safeguards_engine_restart": "on-failure"}, ["neo_safeguards_engine_restart", "on-abnormal"]),
+        (
+            "safeguards",
+            {"neo_safeguards_engine_restart": "on-failure"},
+            ['neo_safeguards_engine_restart is "on-failure"', "systemd issue 11868", "on-failure or always would restart through a gate"],
+        ),
         ("safeguards", {"neo_safeguards_umask": 27}, ["neo_safeguards_umask", "quoted octal"]),
         ("safeguards", {"neo_safeguards_layout": "flat"}, ["neo_safeguards_layout", "phases, snapshots"]),
         ("runtime", {"neo_runtime_backup_subdirs": ["../escape"]}, ["neo_runtime_backup_subdirs must be a non-empty list of plain"]),
@@ -74,3 +78,15 @@ def test_a_bad_notifier_url_is_named_but_never_shown(inventory: Path) -> None:
         inventory, "--check", "--tags", "monitoring", "-e", json.dumps({"neo_monitoring_webhook_url": f"https://h/{token}"})
     )
     assert "Ensure the delivery bounds are sane" in out and token not in out, out[-3000:]
+
+
+def test_a_restart_policy_that_loops_through_the_gate_is_refused_with_the_systemd_reason(inventory: Path) -> None:
+    restart = "always"  # on-failure: the parametrized case above
+    """Issue 17.4: the operator sees the role's explanation (systemd#11868), not a bare `choices:` refusal."""
+    rc, out = play(inventory, "safeguards", {"neo_safeguards_engine_restart": restart})
+    assert rc != 0, out[-3000:]
+    assert f"neo_safeguards_engine_restart is {json.dumps(restart)}" in out and "systemd issue 11868" in out, out[-3000:]
+    assert "must be one of" not in out, out[-3000:]
+    # Positive control: an allowed policy passes the same assert (the play goes on past it, no explanation shown).
+    rc, out = play(inventory, "safeguards", {"neo_safeguards_engine_restart": "on-abort"})
+    assert "Ensure the restart policy cannot loop through a refused gate" in out and "systemd issue 11868" not in out, out[-3000:]
