@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from conftest import NEO_DB, Runtime, count_rows, install_neo_db, make_db, seqs_in
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, count_rows, install_neo_db, make_db, seqs_in
 from neo_db import catalog, systemd
 
 
@@ -536,3 +537,47 @@ def test_systemctl_state_reads_is_enabled_and_is_active_words(tmp_path: Path, mo
     state = systemd.systemctl_state("neo-db-prune.timer")
     assert (state.enabled, state.active) == (False, False), state
     assert "Failed to connect to bus" in state.evidence
+
+
+def test_the_confirmation_playbook_runs_the_checks_once_and_renders_the_markdown_from_their_json(
+    provisioned: Runtime, tmp_path: Path
+) -> None:
+    """Issue 17.10: ansible/confirm.yml ran `neo-db confirm` twice (JSON, then Markdown): two copies of the live DB,
+    two integrity_checks. Now one run makes the JSON, and `confirm --markdown-from -` renders it without a config,
+    a DB or a unit file: the DB is copied once."""
+    playbook = yaml.safe_load((Path(__file__).resolve().parent.parent / "ansible" / "confirm.yml").read_text())
+    commands = [t["ansible.builtin.command"] for t in playbook[0]["tasks"] if "ansible.builtin.command" in t]
+    checks = [c for c in commands if str(c).startswith("neo-db confirm") and "--markdown-from" not in str(c)]
+    assert len(checks) == 1, commands
+    assert any("--markdown-from -" in str(c) for c in commands), commands
+
+    report = provisioned.cli("confirm", "--json")
+    assert report.rc == 0, report.out
+    # The render reads only its input: no config (NEO_DB_CONFIG names nothing), no live DB.
+    provisioned.db.rename(tmp_path / "away.db")
+    env = provisioned.env(NEO_DB_CONFIG=str(tmp_path / "no-such-config.yml"))
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, str(NEO_DB), "confirm", "--markdown-from", "-"],
+        input=report.out,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    md = proc.stdout
+    assert md.startswith(f"# Pre-first-VPS-run confirmation (FLAG-023 §8): {report.json['host']}") and "Overall: **PASS**" in md, md
+    assert f"({report.json['at']})" in md, md
+    for item in report.json["items"]:
+        assert f"| {item['item']} | PASS |" in md and item["evidence"][0].replace("|", "\\|") in md, item
+    # A FAIL report renders as FAIL; a file works as well as stdin.
+    failed = {**report.json, "result": "FAIL", "items": [{**report.json["items"][0], "result": "FAIL"}, *report.json["items"][1:]]}
+    saved = tmp_path / "report.json"
+    saved.write_text(json.dumps(failed))
+    r = provisioned.cli("confirm", "--markdown-from", str(saved), env=env)
+    assert r.rc == 0 and "Overall: **FAIL**" in r.out and f"| {failed['items'][0]['item']} | **FAIL** |" in r.out, r.out
+    # Bad input: a clear usage error naming the file and what is wrong, no traceback.
+    for text, problem in (("not json", "not JSON"), ('{"host": "h"}', "'items'"), ("[]", "not a confirm --json report")):
+        saved.write_text(text)
+        r = provisioned.cli("confirm", "--markdown-from", str(saved), env=env)
+        assert r.rc == 2 and str(saved) in r.err and problem in r.err and "Traceback" not in r.err, (text, r.err)

@@ -105,7 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("snapshot", "publish a fresh read-only copy for analysts in exports_dir/snapshots (safe while the engine writes)")
 
     sp = add("confirm", "the pre-first-VPS-run confirmation (FLAG-023 §8): PASS/FAIL per item with evidence")
-    sp.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
+    out.add_argument(
+        "--markdown-from",
+        metavar="FILE",
+        help="render the Markdown report of a saved 'confirm --json' report (FILE, or - for stdin): checks nothing, copies nothing",
+    )
 
     sp = add("health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
@@ -333,16 +339,21 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    if args.markdown_from is not None:
+        items, host, at = confirm.from_report(args.markdown_from)
+        print(confirm.markdown(items, host, at), end="")
+        return OK
     cfg = _load(args)
     items = confirm.run(cfg)
     host = socket.gethostname()
+    at = catalog.iso(catalog.utcnow())
     ok = all(i.ok for i in items)
     if args.markdown:
-        print(confirm.markdown(items, host), end="")
+        print(confirm.markdown(items, host, at), end="")
     else:
         body = [[("PASS" if i.ok else "FAIL"), i.name, i.evidence[0]] for i in items]
         text = listing.table(["RESULT", "ITEM", "EVIDENCE"], body) + f"\n\nconfirmation: {'PASS' if ok else 'FAIL'}"
-        _emit(args, {"host": host, "result": "PASS" if ok else "FAIL", "items": [i.as_dict() for i in items]}, text)
+        _emit(args, {"host": host, "at": at, "result": "PASS" if ok else "FAIL", "items": [i.as_dict() for i in items]}, text)
     return OK if ok else FAILURE
 
 

@@ -19,10 +19,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import io
+import json
 import os
 import pwd
 import sqlite3
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -364,11 +366,48 @@ def _retention(cfg: Config) -> Item:
     )
 
 
-def markdown(items: list[Item], host: str) -> str:
+def from_report(source: str) -> tuple[list[Item], str, str]:
+    """The items, host and time of a saved `confirm --json` report (a file, or "-" for stdin), so that
+    the Markdown is rendered from the one run that made the JSON (issue 17.10). Raises UsageError."""
+    where = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--markdown-from {where}: cannot read it: {exc}", hint="save the output of 'neo-db confirm --json'") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--markdown-from {where}: not JSON ({exc})", hint="give it the output of 'neo-db confirm --json'") from exc
+    problem = _report_problem(doc)
+    if problem:
+        raise UsageError(
+            f"--markdown-from {where}: not a confirm --json report: {problem}", hint="give it the output of 'neo-db confirm --json'"
+        )
+    items = [Item(str(i["item"]), i["result"] == "PASS", [str(e) for e in i["evidence"]]) for i in doc["items"]]
+    return items, str(doc["host"]), str(doc.get("at") or "time not recorded")
+
+
+def _report_problem(doc: Any) -> str | None:
+    if not isinstance(doc, dict):
+        return f"expected an object, got {type(doc).__name__}"
+    for key in ("host", "items"):
+        if key not in doc:
+            return f"no {key!r} key"
+    if not isinstance(doc["items"], list):
+        return "'items' is not a list"
+    for n, i in enumerate(doc["items"]):
+        if not (isinstance(i, dict) and isinstance(i.get("item"), str) and i.get("result") in ("PASS", "FAIL")):
+            return f"item {n} is not {{'item': NAME, 'result': PASS|FAIL, 'evidence': [...]}}"
+        if not isinstance(i.get("evidence"), list):
+            return f"item {n} ({i['item']}) has no 'evidence' list"
+    return None
+
+
+def markdown(items: list[Item], host: str, at: str) -> str:
     lines = [
         f"# Pre-first-VPS-run confirmation (FLAG-023 §8): {host}",
         "",
-        f"Overall: **{'PASS' if all(i.ok for i in items) else 'FAIL'}** ({catalog.iso(catalog.utcnow())})",
+        f"Overall: **{'PASS' if all(i.ok for i in items) else 'FAIL'}** ({at})",
         "",
         "| item | result | evidence |",
         "| --- | --- | --- |",
