@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, fsutil, holders, logs, metrics, monitor, notify
 from . import config as config_mod
-from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
+from .actions import archive, backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
 from .locking import state_lock
 
@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="render the Markdown report of a saved 'confirm --json' report (FILE, or - for stdin): checks nothing, copies nothing",
     )
+
+    sp = add("archive-dir", "a cold .tar.gz archive of a directory (AtoCore's Chroma), then its .json record; keeps the newest N")
+    sp.add_argument("src", metavar="SRC", type=Path, help="the directory to archive (stop whatever writes it first)")
+    sp.add_argument("--dest", required=True, type=Path, metavar="DIR", help="where the archives and their records go")
+    sp.add_argument("--keep", required=True, type=int, metavar="N", help="keep the newest N archives (at least 1)")
+    sp.add_argument("--name", default="chroma", help="the archives' name prefix: NAME-<UTC time>.tar.gz (default: chroma)")
+    sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a field for the record (repeatable)")
 
     sp = add("health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
@@ -357,6 +364,19 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return OK if ok else FAILURE
 
 
+def cmd_archive_dir(args: argparse.Namespace) -> int:
+    meta: dict[str, str] = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key in ("timestamp", "source", "archive", "sha256", "size"):
+            raise UsageError(f"--meta {item!r}: expected KEY=VALUE, with KEY not one of timestamp, source, archive, sha256, size")
+        meta[key] = value
+    result = archive.archive_dir(args.src, args.dest, keep=args.keep, prefix=args.name, meta=meta)
+    doc = {"archive": str(result.archive), "record": str(result.record), **result.doc, "removed": result.removed}
+    _emit(args, doc, f"archived {args.src} as {result.archive} ({result.doc['size']} bytes); record {result.record}")
+    return OK
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.config_command == "validate":
         cfg = config_mod.load(args.path)
@@ -442,6 +462,7 @@ COMMANDS = {
     "diff": cmd_diff,
     "snapshot": cmd_snapshot,
     "confirm": cmd_confirm,
+    "archive-dir": cmd_archive_dir,
     "unit-verify": cmd_unit_verify,
     "metrics": cmd_metrics,
     "notify": cmd_notify,
