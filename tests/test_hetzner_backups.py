@@ -162,3 +162,34 @@ def test_disabling_is_refused_unless_explicitly_allowed(play, api: FakeApi) -> N
     assert allowed.rc == 0, allowed.out
     assert [w["command"] for w in api.writes()] == ["enable_backup", "disable_backup"]
     assert read_fact(play.fact)["enabled"] == "false"
+
+
+# ---- the role reads the error's code (the module's failure.code), not its message text ----
+
+
+@pytest.mark.parametrize(
+    ("status", "expect"),
+    [
+        (401, ["rejected the token (401 unauthorized)", "ansible-vault"]),
+        (403, ["refused the call (403 forbidden)", "Read & Write"]),
+        (404, ["answered 404 not_found", "hetzner_backups_api_endpoint"]),
+    ],
+)
+def test_a_refusal_is_named_by_its_code_and_not_retried(play, api: FakeApi, status: int, expect: list[str]) -> None:
+    api.post("/__fake/faults", {"status": status, "count": 20})
+    r = play()
+    assert r.rc != 0
+    for text in expect:
+        assert text in r.out, f"{text!r} not in {r.out[-3000:]}"
+    assert len(api.state()["requests"]) == 1, "a refusal is final: not retried"
+    assert api.writes() == []
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "server_error"), (503, "unavailable")])
+def test_a_server_error_that_persists_is_retried_then_named(play, api: FakeApi, status: int, code: str) -> None:
+    api.post("/__fake/faults", {"status": status, "count": 100})
+    r = play()
+    assert r.rc != 0
+    assert f"kept failing ({status} {code})" in r.out, r.out[-3000:]
+    assert len(api.state()["requests"]) > 1, "retried before giving up"
+    assert api.writes() == []

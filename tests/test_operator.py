@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shutil
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from conftest import NEO_DB, Runtime, count_rows, install_neo_db, make_db, seqs_in
-from neo_db import systemd
+from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, count_rows, install_neo_db, make_db, seqs_in
+from neo_db import catalog, systemd
 
 
 def start_session(runtime: Runtime) -> Path:
@@ -220,6 +223,15 @@ def test_old_snapshots_are_pruned_but_latest_is_kept(runtime: Runtime) -> None:
 # ---- confirm ----
 
 
+def enable_prune_timer(units: Path) -> Path:
+    """neo-db-prune.timer as `systemctl enable` leaves it in the unit files; returns the wants link."""
+    (units / "timers.target.wants").mkdir(parents=True, exist_ok=True)
+    (units / "neo-db-prune.timer").write_text("[Timer]\nOnCalendar=daily\nPersistent=true\n")
+    link = units / "timers.target.wants" / "neo-db-prune.timer"
+    link.symlink_to("../neo-db-prune.timer")
+    return link
+
+
 @pytest.fixture
 def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
     units = tmp_path / "units"
@@ -233,6 +245,7 @@ def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
     (units / "neo-engine.service.d" / "10-safeguards.conf").write_text(
         f"[Service]\nUser=root\nExecStartPre={neo_db} session-start\nExecStopPost={neo_db} session-stop\n"
     )
+    enable_prune_timer(units)
     fact = tmp_path / "hetzner_backups.fact"
     fact.write_text("[backups]\nserver=neo-live-1\nenabled=true\nbackup_window=22-02\n")
     (tmp_path / "textfile").mkdir()
@@ -331,6 +344,67 @@ def test_confirm_fails_without_hetzner_backups_or_a_drill(provisioned: Runtime) 
     results = {i["item"]: i["result"] for i in r.json["items"]}
     assert r.rc == 1
     assert results["Hetzner backups are on"] == "FAIL" and results["the last restore drill passed"] == "FAIL"
+
+
+def retention_item(runtime: Runtime) -> dict[str, Any]:
+    item: dict[str, Any] = {i["item"]: i for i in runtime.cli("confirm", "--json").json["items"]}["retention is defined"]
+    return item
+
+
+def test_confirm_retention_checks_the_prune_timer_prune_after_session_and_the_last_prune(provisioned: Runtime) -> None:
+    """Issue 17.2: each thing the item claims is checked on real state, and each one missing is a FAIL naming the fix."""
+    item = retention_item(provisioned)  # positive control: the fixture's session-stop pruned, the timer is enabled
+    assert item["result"] == "PASS", item
+    assert any("neo-db-prune.timer" in e and "enabled" in e for e in item["evidence"]), item
+    assert any("last prune" in e and "succeeded" in e for e in item["evidence"]), item
+
+    # The timer is not enabled (no timers.target.wants link, as `systemctl disable` leaves it).
+    link = Path(provisioned.settings["unit_dir"]) / "timers.target.wants" / "neo-db-prune.timer"
+    link.unlink()
+    item = retention_item(provisioned)
+    assert item["result"] == "FAIL", item
+    assert any("neo-db-prune.timer" in e and "systemctl enable --now neo-db-prune.timer" in e for e in item["evidence"]), item
+    link.symlink_to("../neo-db-prune.timer")
+    assert retention_item(provisioned)["result"] == "PASS"
+
+    # Prune after each session is off.
+    provisioned.write_config(prune_after_session=False)
+    item = retention_item(provisioned)
+    assert item["result"] == "FAIL", item
+    assert any("prune_after_session: false" in e and str(provisioned.config_path) in e for e in item["evidence"]), item
+    provisioned.write_config(prune_after_session=True)
+    assert retention_item(provisioned)["result"] == "PASS"
+
+    # The last prune failed: a backup beyond retention on a read-only bind mount cannot be removed.
+    from neo_db import config as config_mod
+    from neo_db.actions import backup
+
+    provisioned.write_config(backup_retention_count=1)
+    old = backup.take_backup(
+        config_mod.load(provisioned.config_path), "pre", "S777", "test", now=catalog.utcnow() - dt.timedelta(days=40)
+    ).path
+    pre_dir = provisioned.backups / "pre_session"
+    subprocess.run(["mount", "--bind", str(pre_dir), str(pre_dir)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(pre_dir)], check=True)
+        r = provisioned.cli("prune")
+        assert r.rc != 0 and old.exists(), (r.rc, r.err)
+        item = retention_item(provisioned)
+        assert item["result"] == "FAIL", item
+        assert any("last prune" in e and "FAILED" in e and "Read-only file system" in e for e in item["evidence"]), item
+    finally:
+        subprocess.run(["umount", str(pre_dir)], check=True)
+    assert provisioned.cli("prune").rc == 0 and not old.exists()  # positive control: the same prune, writable
+    assert retention_item(provisioned)["result"] == "PASS"
+
+    # No prune recorded at all (a box where neither a session nor the timer has pruned yet).
+    state = provisioned.state / "metrics_state.json"
+    doc = json.loads(state.read_text())
+    del doc["prune"]
+    state.write_text(json.dumps(doc))
+    item = retention_item(provisioned)
+    assert item["result"] == "FAIL", item
+    assert any("no prune recorded" in e and "neo-db prune" in e for e in item["evidence"]), item
 
 
 def test_confirm_names_backups_dated_in_the_future(provisioned: Runtime) -> None:
@@ -485,3 +559,72 @@ def test_confirm_fails_on_stale_metrics_and_on_no_notifier_without_a_choice(prov
     assert r.rc == 0, r.out
     assert "ping configured" in results["a notifier is configured, or none is an explicit choice"]["evidence"][0]
     assert "abcdef123456" not in r.out
+
+
+def test_systemctl_state_reads_is_enabled_and_is_active_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The systemctl branch of systemd.unit_state (taken where systemd runs, not in this test box): a PATH shim
+    `systemctl`, a real process, answers as systemctl does (state word on stdout, non-zero exit when not so)."""
+    shim = tmp_path / "bin" / "systemctl"
+    shim.parent.mkdir()
+    answers = tmp_path / "answers"
+    shim.write_text(
+        f'#!/bin/sh\nline=$(grep "^$1 " {answers})\n[ -n "$line" ] || {{ echo "Failed to connect to bus" >&2; exit 1; }}\n'
+        'set -- $line\necho "$2"\nexit "$3"\n'
+    )
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{os.environ['PATH']}")
+    answers.write_text("is-enabled enabled 0\nis-active active 0\n")
+    state = systemd.systemctl_state("neo-db-prune.timer")
+    assert (state.enabled, state.active) == (True, True), state
+    answers.write_text("is-enabled disabled 1\nis-active inactive 3\n")
+    state = systemd.systemctl_state("neo-db-prune.timer")
+    assert (state.enabled, state.active) == (False, False), state
+    assert "is-enabled neo-db-prune.timer: disabled; is-active: inactive" in state.evidence
+    answers.write_text("")  # systemctl itself fails: neither enabled nor active, and the error is named
+    state = systemd.systemctl_state("neo-db-prune.timer")
+    assert (state.enabled, state.active) == (False, False), state
+    assert "Failed to connect to bus" in state.evidence
+
+
+def test_the_confirmation_playbook_runs_the_checks_once_and_renders_the_markdown_from_their_json(
+    provisioned: Runtime, tmp_path: Path
+) -> None:
+    """Issue 17.10: ansible/confirm.yml ran `neo-db confirm` twice (JSON, then Markdown): two copies of the live DB,
+    two integrity_checks. Now one run makes the JSON, and `confirm --markdown-from -` renders it without a config,
+    a DB or a unit file: the DB is copied once."""
+    playbook = yaml.safe_load((Path(__file__).resolve().parent.parent / "ansible" / "confirm.yml").read_text())
+    commands = [t["ansible.builtin.command"] for t in playbook[0]["tasks"] if "ansible.builtin.command" in t]
+    checks = [c for c in commands if str(c).startswith("neo-db confirm") and "--markdown-from" not in str(c)]
+    assert len(checks) == 1, commands
+    assert any("--markdown-from -" in str(c) for c in commands), commands
+
+    report = provisioned.cli("confirm", "--json")
+    assert report.rc == 0, report.out
+    # The render reads only its input: no config (NEO_DB_CONFIG names nothing), no live DB.
+    provisioned.db.rename(tmp_path / "away.db")
+    env = provisioned.env(NEO_DB_CONFIG=str(tmp_path / "no-such-config.yml"))
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, str(NEO_DB), "confirm", "--markdown-from", "-"],
+        input=report.out,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    md = proc.stdout
+    assert md.startswith(f"# Pre-first-VPS-run confirmation (FLAG-023 §8): {report.json['host']}") and "Overall: **PASS**" in md, md
+    assert f"({report.json['at']})" in md, md
+    for item in report.json["items"]:
+        assert f"| {item['item']} | PASS |" in md and item["evidence"][0].replace("|", "\\|") in md, item
+    # A FAIL report renders as FAIL; a file works as well as stdin.
+    failed = {**report.json, "result": "FAIL", "items": [{**report.json["items"][0], "result": "FAIL"}, *report.json["items"][1:]]}
+    saved = tmp_path / "report.json"
+    saved.write_text(json.dumps(failed))
+    r = provisioned.cli("confirm", "--markdown-from", str(saved), env=env)
+    assert r.rc == 0 and "Overall: **FAIL**" in r.out and f"| {failed['items'][0]['item']} | **FAIL** |" in r.out, r.out
+    # Bad input: a clear usage error naming the file and what is wrong, no traceback.
+    for text, problem in (("not json", "not JSON"), ('{"host": "h"}', "'items'"), ("[]", "not a confirm --json report")):
+        saved.write_text(text)
+        r = provisioned.cli("confirm", "--markdown-from", str(saved), env=env)
+        assert r.rc == 2 and str(saved) in r.err and problem in r.err and "Traceback" not in r.err, (text, r.err)

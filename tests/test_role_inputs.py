@@ -8,8 +8,11 @@ anything, and check mode guarantees nothing is changed even if a check were to l
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -39,7 +42,11 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("safeguards", {"neo_safeguards_abnormal_retention_days": "thirty"}, ["neo_safeguards_abnormal_retention_days"]),
         ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
         ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
-        ("safeguards", {"neo_safeguards_engine_restart": "on-failure"}, ["neo_safeguards_engine_restart", "on-abnormal"]),
+        (
+            "safeguards",
+            {"neo_safeguards_engine_restart": "on-failure"},
+            ['neo_safeguards_engine_restart is "on-failure"', "systemd issue 11868", "on-failure or always would restart through a gate"],
+        ),
         ("safeguards", {"neo_safeguards_umask": 27}, ["neo_safeguards_umask", "quoted octal"]),
         ("safeguards", {"neo_safeguards_layout": "flat"}, ["neo_safeguards_layout", "phases, snapshots"]),
         ("runtime", {"neo_runtime_backup_subdirs": ["../escape"]}, ["neo_runtime_backup_subdirs must be a non-empty list of plain"]),
@@ -79,3 +86,99 @@ def test_a_bad_notifier_url_is_named_but_never_shown(inventory: Path) -> None:
         inventory, "--check", "--tags", "monitoring", "-e", json.dumps({"neo_monitoring_webhook_url": f"https://h/{token}"})
     )
     assert "Ensure the delivery bounds are sane" in out and token not in out, out[-3000:]
+
+
+def test_a_restart_policy_that_loops_through_the_gate_is_refused_with_the_systemd_reason(inventory: Path) -> None:
+    restart = "always"  # on-failure: the parametrized case above
+    """Issue 17.4: the operator sees the role's explanation (systemd#11868), not a bare `choices:` refusal."""
+    rc, out = play(inventory, "safeguards", {"neo_safeguards_engine_restart": restart})
+    assert rc != 0, out[-3000:]
+    assert f"neo_safeguards_engine_restart is {json.dumps(restart)}" in out and "systemd issue 11868" in out, out[-3000:]
+    assert "must be one of" not in out, out[-3000:]
+    # Positive control: an allowed policy passes the same assert (the play goes on past it, no explanation shown).
+    rc, out = play(inventory, "safeguards", {"neo_safeguards_engine_restart": "on-abort"})
+    assert "Ensure the restart policy cannot loop through a refused gate" in out and "systemd issue 11868" not in out, out[-3000:]
+
+
+# ---- issue 17.11: `-e key=value`, the way operators change one setting, hands the roles strings ----
+
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+
+
+def typed_options() -> list[tuple[str, str, str, Any]]:
+    """(role, variable, type, default) of every int and bool variable of every role, from the argument_specs."""
+    found = []
+    for spec in sorted(ROLES_DIR.glob("*/meta/argument_specs.yml")):
+        options = yaml.safe_load(spec.read_text())["argument_specs"]["main"]["options"]
+        found += [(spec.parent.parent.name, k, v["type"], v.get("default")) for k, v in options.items() if v.get("type") in ("int", "bool")]
+    return found
+
+
+def key_value(default: Any) -> str:
+    """The default as `-e key=value` gives it to the role: a string ("12", "false")."""
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def validation_playbook(tmp_path: Path, roles: list[str]) -> Path:
+    """Each role's argument_spec validation, then its own asserts (tasks/assert.yml), then the neo-db config
+    rendered from the same variables: what site.yml does first, without touching the machine."""
+    tasks: list[dict[str, Any]] = []
+    for role in roles:
+        spec = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
+        tasks += [
+            {"name": f"Validate {role}'s argument_spec", "ansible.builtin.validate_argument_spec": {"argument_spec": spec["options"]}},
+            {"name": f"Run {role}'s asserts", "ansible.builtin.include_role": {"name": role, "tasks_from": "assert", "public": True}},
+        ]
+    tasks.append(
+        {
+            "name": "Render the neo-db config",
+            "ansible.builtin.template": {
+                "src": str(ROLES_DIR / "neo_safeguards" / "templates" / "etc" / "neo" / "db_safeguards.yml.j2"),
+                "dest": str(tmp_path / "db_safeguards.yml"),
+                "mode": "0600",
+            },
+        }
+    )
+    path = tmp_path / "validate.yml"
+    path.write_text(yaml.safe_dump([{"name": "Role inputs", "hosts": "all", "gather_facts": False, "tasks": tasks}], sort_keys=False))
+    return path
+
+
+def run_playbook(inventory: Path, playbook: Path, *args: str) -> tuple[int, str]:
+    root = ROLES_DIR.parent
+    env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROLES_DIR), "ANSIBLE_NOCOLOR": "1"}
+    env["HCLOUD_TOKEN"] = "t" * 64  # hetzner_backups' asserts want a token; nothing here calls the API
+    ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    proc = subprocess.run(
+        [ansible_playbook, "-i", str(inventory), str(playbook), *args], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: Path, tmp_path: Path) -> None:
+    """`ansible-playbook site.yml -e neo_safeguards_backup_retention_count=12`: every int and bool variable of
+    every role, given as key=value (a string), passes the argument_spec AND the role's asserts, and the
+    rendered neo-db config holds real numbers and booleans."""
+    options = typed_options()
+    assert len(options) > 20, options
+    roles = sorted({role for role, *_ in options})
+    playbook = validation_playbook(tmp_path, roles)
+    extra = [arg for _, key, _, default in options for arg in ("-e", f"{key}={key_value(default)}")]
+    rc, out = run_playbook(inventory, playbook, *extra, "-e", "neo_safeguards_backup_retention_count=12")
+    assert rc == 0, out[-4000:]
+    rendered = yaml.safe_load((tmp_path / "db_safeguards.yml").read_text())["db_safeguards"]
+    assert rendered["backup_retention_count"] == 12
+    for role, key, kind, _ in options:
+        name = key.removeprefix(f"{role}_")
+        if role == "neo_safeguards" and name in rendered:
+            assert type(rendered[name]) is {"int": int, "bool": bool}[kind], (key, rendered[name])
+    # Negative controls: key=value strings that are not the type, or break a role's rule, are still refused, by name.
+    for bad, message in (
+        ("neo_safeguards_backup_retention_count=twelve", "neo_safeguards_backup_retention_count"),
+        ("neo_safeguards_backup_retention_days=7", 'neo_safeguards_backup_retention_days is "7": expected a whole number of at least 14'),
+        ("neo_safeguards_engine_enabled=maybe", "neo_safeguards_engine_enabled"),
+        ("neo_logrotate_rotate=0", "neo_logrotate_rotate a whole number of at least 1"),
+        ("neo_monitoring_notify_retries=11", "neo_monitoring_notify_retries"),
+    ):
+        rc, out = run_playbook(inventory, playbook, "-e", bad)
+        assert rc != 0 and message in out, (bad, out[-3000:])

@@ -15,6 +15,7 @@ Replay a failure with NEO_FAULT_SEED=<the seed printed in the failing test's out
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -39,6 +40,7 @@ SEQ_LOG = f"{RUNTIME}/logs/demo-engine.seq"
 BACKUPS = f"{RUNTIME}/backups"
 DROPIN_DIR = f"/etc/systemd/system/{UNIT}.service.d"
 TEST_DROPIN = f"{DROPIN_DIR}/90-fault-test.conf"
+CONFIG = "/etc/neo/db_safeguards.yml"
 SEED = int(os.environ.get("NEO_FAULT_SEED", "20261122"))
 ENGINE = f"/opt/neo/demo-engine/demo-engine --db {DB} --rate 20 --seq-log {SEQ_LOG} --summary-dir {RUNTIME}/exports/sessions"
 
@@ -265,7 +267,28 @@ def test_a_crash_loop_stops_at_the_start_limit(box: Vps) -> None:
     """An engine that dies at once by a signal (Restart=on-abnormal restarts it) is stopped by
     StartLimitBurst=3: three sessions, three pre/abnormal pairs, then nothing more."""
     box.drop_in("[Service]\nExecStart=\nExecStart=/bin/sh -c 'kill -KILL $$$$'\nRestartSec=1")
+    # Retention must run after each of those sessions: backups named long ago, beyond a retention count
+    # of 1, must be gone afterwards, and one younger than the retention days must stay (issue 17.3).
+    now = dt.datetime.now(dt.timezone.utc)
+    stamp = lambda days: (now - dt.timedelta(days=days)).strftime("%Y-%m-%dT%H-%M-%SZ")  # noqa: E731
+    seeded = {
+        "old_pre": f"pre_session/neo_live_stage1_pre_S9901_{stamp(400)}.db",
+        "old_abnormal": f"abnormal_stop/neo_live_stage1_abnormal_S9902_{stamp(400)}.db",
+        "young_pre": f"pre_session/neo_live_stage1_pre_S9903_{stamp(2)}.db",
+    }
+    for name in seeded.values():
+        box.sh(f"sqlite3 {BACKUPS}/{name} 'CREATE TABLE seeded(x)'", user="neo")
+    box.sh(f"cp -p {CONFIG} /root/config.before && sed -i 's/^  backup_retention_count: .*/  backup_retention_count: 1/' {CONFIG}")
     before = {phase: len(box.files(phase, "*.db")) for phase in ("pre_session", "abnormal_stop")}
+    try:
+        _crash_loop(box, before)
+        present = {key: box.sh(f"test -e {BACKUPS}/{name}", check=False).returncode == 0 for key, name in seeded.items()}
+        assert present == {"old_pre": False, "old_abnormal": False, "young_pre": True}, present
+    finally:
+        box.sh(f"cp -p /root/config.before {CONFIG}; rm -f {BACKUPS}/{seeded['young_pre']}")
+
+
+def _crash_loop(box: Vps, before: dict[str, int]) -> None:
     box.sh(f"systemctl start {UNIT}", check=False)
     wait_for(
         "the start limit",
@@ -275,8 +298,9 @@ def test_a_crash_loop_stops_at_the_start_limit(box: Vps) -> None:
     time.sleep(4)  # several RestartSec: nothing else starts
     assert box.show("ActiveState")["ActiveState"] == "failed"
     after = {phase: len(box.files(phase, "*.db")) for phase in ("pre_session", "abnormal_stop")}
-    assert after == {"pre_session": before["pre_session"] + 3, "abnormal_stop": before["abnormal_stop"] + 3}, (before, after)
-    # Retention ran after each of those sessions (prune_after_session) and its plan is what is on disk.
+    # Three new pre/abnormal pairs; the two backups seeded 400 days ago were pruned (prune_after_session).
+    assert after == {"pre_session": before["pre_session"] + 3 - 1, "abnormal_stop": before["abnormal_stop"] + 3 - 1}, (before, after)
+    # And what is left is what retention keeps.
     plan = json.loads(box.out("neo-db prune --dry-run --json", user="neo"))
     assert all(d["keep"] for d in plan["decisions"]), [d for d in plan["decisions"] if not d["keep"]]
 

@@ -101,8 +101,9 @@ def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime, tmp
     items = {i["item"]: i for i in atocore.cli("confirm", "--json").json["items"]}
     assert "pre/post-session backups are wired" not in items and "Hetzner backups are on" not in items
     assert items["the last restore drill passed"]["result"] == "PASS"
-    assert items["retention is defined"]["result"] == "PASS"
-    # No timer installed in this temp unit_dir: the timed snapshot item fails and says why.
+    # No timer installed in this temp unit_dir and no prune run yet: the timed snapshot and retention items fail and say why.
+    assert items["retention is defined"]["result"] == "FAIL"
+    assert any("neo-db-prune.timer: NOT enabled" in e for e in items["retention is defined"]["evidence"])
     assert items["timed snapshots are wired"]["result"] == "FAIL"
     assert any("not enabled" in e for e in items["timed snapshots are wired"]["evidence"])
     # Installed, enabled and Persistent (the files the role writes; the role makes backups/ 0750): every item passes.
@@ -116,6 +117,9 @@ def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime, tmp
     )
     (units / "neo-db-archive.timer").write_text("[Timer]\nOnCalendar=*-*-* 03:15:00\nPersistent=true\n")
     (units / "timers.target.wants" / "neo-db-archive.timer").symlink_to(units / "neo-db-archive.timer")
+    (units / "neo-db-prune.timer").write_text("[Timer]\nOnCalendar=daily\nPersistent=true\n")
+    (units / "timers.target.wants" / "neo-db-prune.timer").symlink_to(units / "neo-db-prune.timer")
+    assert atocore.cli("prune").rc == 0  # what neo-db-prune.timer runs: its outcome is recorded
     confirm = atocore.cli("confirm", "--json")
     assert confirm.rc == 0, confirm.out
     wired = {i["item"]: i for i in confirm.json["items"]}["timed snapshots are wired"]

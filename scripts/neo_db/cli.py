@@ -19,7 +19,24 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, fsutil, holders, logs, metrics, monitor, notify
 from . import config as config_mod
-from .actions import backup, check, confirm, diff, drill, health, importer, listing, prune, rebootguard, restore, session, snapshot, timed, unitverify
+from .actions import (
+    archive,
+    backup,
+    check,
+    confirm,
+    diff,
+    drill,
+    health,
+    importer,
+    listing,
+    prune,
+    rebootguard,
+    restore,
+    session,
+    snapshot,
+    timed,
+    unitverify,
+)
 from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
 from .locking import state_lock
 
@@ -119,7 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
 
     sp = add("confirm", "the pre-first-VPS-run confirmation (FLAG-023 §8): PASS/FAIL per item with evidence")
-    sp.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
+    out.add_argument(
+        "--markdown-from",
+        metavar="FILE",
+        help="render the Markdown report of a saved 'confirm --json' report (FILE, or - for stdin): checks nothing, copies nothing",
+    )
+
+    sp = add("archive-dir", "a cold .tar.gz archive of a directory (AtoCore's Chroma), then its .json record; keeps the newest N")
+    sp.add_argument("src", metavar="SRC", type=Path, help="the directory to archive (stop whatever writes it first)")
+    sp.add_argument("--dest", required=True, type=Path, metavar="DIR", help="where the archives and their records go")
+    sp.add_argument("--keep", required=True, type=int, metavar="N", help="keep the newest N archives (at least 1)")
+    sp.add_argument("--name", default="chroma", help="the archives' name prefix: NAME-<UTC time>.tar.gz (default: chroma)")
+    sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a field for the record (repeatable)")
 
     sp = add("health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
@@ -433,17 +463,35 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
+    if args.markdown_from is not None:
+        items, host, at = confirm.from_report(args.markdown_from)
+        print(confirm.markdown(items, host, at), end="")
+        return OK
     cfg = _load(args)
     items = confirm.run(cfg)
     host = socket.gethostname()
+    at = catalog.iso(catalog.utcnow())
     ok = all(i.ok for i in items)
     if args.markdown:
-        print(confirm.markdown(items, host), end="")
+        print(confirm.markdown(items, host, at), end="")
     else:
         body = [[("PASS" if i.ok else "FAIL"), i.name, i.evidence[0]] for i in items]
         text = listing.table(["RESULT", "ITEM", "EVIDENCE"], body) + f"\n\nconfirmation: {'PASS' if ok else 'FAIL'}"
-        _emit(args, {"host": host, "result": "PASS" if ok else "FAIL", "items": [i.as_dict() for i in items]}, text)
+        _emit(args, {"host": host, "at": at, "result": "PASS" if ok else "FAIL", "items": [i.as_dict() for i in items]}, text)
     return OK if ok else FAILURE
+
+
+def cmd_archive_dir(args: argparse.Namespace) -> int:
+    meta: dict[str, str] = {}
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key or key in ("timestamp", "source", "archive", "sha256", "size"):
+            raise UsageError(f"--meta {item!r}: expected KEY=VALUE, with KEY not one of timestamp, source, archive, sha256, size")
+        meta[key] = value
+    result = archive.archive_dir(args.src, args.dest, keep=args.keep, prefix=args.name, meta=meta)
+    doc = {"archive": str(result.archive), "record": str(result.record), **result.doc, "removed": result.removed}
+    _emit(args, doc, f"archived {args.src} as {result.archive} ({result.doc['size']} bytes); record {result.record}")
+    return OK
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -547,6 +595,7 @@ COMMANDS = {
     "snapshot": cmd_snapshot,
     "confirm": cmd_confirm,
     "import": cmd_import,
+    "archive-dir": cmd_archive_dir,
     "unit-verify": cmd_unit_verify,
     "metrics": cmd_metrics,
     "reboot-guard": cmd_reboot_guard,

@@ -23,6 +23,45 @@ def is_active(unit: str) -> bool | None:
     return proc.returncode == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class UnitState:
+    """Whether a unit is enabled and active; None where that cannot be told (systemd not running)."""
+
+    enabled: bool
+    active: bool | None
+    evidence: str
+
+
+def _systemctl_word(verb: str, unit: str) -> str:
+    """The state word `systemctl is-enabled|is-active UNIT` prints (it exits non-zero for "disabled" and "inactive")."""
+    proc = subprocess.run(["systemctl", verb, unit], check=False, capture_output=True, text=True)
+    words = proc.stdout.split()
+    if words:
+        return words[0]
+    return f"unknown (systemctl {verb} exited {proc.returncode}: {proc.stderr.strip() or 'no output'})"
+
+
+def systemctl_state(unit: str) -> UnitState:
+    """systemd's own answer: `systemctl is-enabled` and `systemctl is-active`."""
+    enabled, active = _systemctl_word("is-enabled", unit), _systemctl_word("is-active", unit)
+    return UnitState(enabled == "enabled", active == "active", f"systemctl is-enabled {unit}: {enabled}; is-active: {active}")
+
+
+def unit_state(unit: str, unit_dir: Path, target: str = "timers.target") -> UnitState:
+    """A timer's (or service's) enablement and activity: systemctl's answer where systemd runs and unit_dir is
+    the default, else the `<target>.wants/` link `systemctl enable` leaves in unit_dir (activity unknown)."""
+    full = full_name(unit)
+    if running() and unit_dir == DEFAULT_UNIT_DIR:
+        return systemctl_state(full)
+    wants = unit_dir / f"{target}.wants" / full
+    enabled = wants.exists()
+    return UnitState(
+        enabled,
+        None,
+        f"{wants}: {'present' if enabled else 'missing'} (systemd is not running here: whether it is active is not known)",
+    )
+
+
 def full_name(unit: str) -> str:
     """A unit name with its type: engine units are named without .service in the config."""
     return unit if unit.endswith((".service", ".timer")) else f"{unit}.service"

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlparse
 
 ERRORS = {
     401: ("unauthorized", "unable to authenticate"),
+    403: ("forbidden", "insufficient permissions for this request"),
     404: ("not_found", "server not found"),
     409: ("conflict", "the resource is locked by another action"),
     422: ("invalid_input", "invalid input in field 'id'"),

@@ -5,7 +5,8 @@ Each item is PASS or FAIL with its evidence:
      session-start with its failure honoured, and a gate dry run on a copy passes);
   2. the pre/post backups are wired (ExecStartPre, ExecStopPost, phase dirs writable by the service user);
   3. the backup paths are verified (exist, real dirs, owner and mode, local filesystem);
-  4. retention is defined (the policy, and what a prune would keep now);
+  4. retention is defined and runs (the policy, what a prune would keep now, the prune timer enabled and
+     active, prune_after_session on, the last prune recorded as succeeded);
   5. Hetzner backups are on (the fact the hetzner_backups role recorded);
   6. the last restore drill passed, recently;
   7. the live DB's origin is recorded (neo-db import: origin.json, its imported backup verified by sha256);
@@ -19,16 +20,19 @@ import argparse
 import configparser
 import contextlib
 import dataclasses
+import datetime as dt
 import io
+import json
 import os
 import pwd
 import sqlite3
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, fsutil, sqlitedb, systemd
+from .. import catalog, fsutil, metrics, sqlitedb, systemd
 from ..config import Config
 from ..errors import UsageError
 from . import drill, importer, monitoring_checks, prune
@@ -302,6 +306,43 @@ def _paths(cfg: Config, user: str | None, dirs: list[tuple[bool, str]]) -> Item:
     )
 
 
+PRUNE_TIMER = "neo-db-prune.timer"
+
+
+def _prune_runs(cfg: Config) -> tuple[bool, list[str]]:
+    """Whether retention actually runs: the prune timer enabled and active, prune_after_session on
+    (the phases layout), and the last prune recorded as having succeeded. The evidence names each fix."""
+    timer = systemd.unit_state(PRUNE_TIMER, cfg.unit_dir)
+    timer_ok = timer.enabled and timer.active is not False
+    evidence = [
+        f"{PRUNE_TIMER}: {'enabled' if timer.enabled else 'NOT enabled'}"
+        + ("" if timer.active is None else f", {'active' if timer.active else 'NOT active'}")
+        + f" ({timer.evidence})"
+        + ("" if timer_ok else f"; fix: systemctl enable --now {PRUNE_TIMER} (site.yml --tags safeguards installs it)")
+    ]
+    after_session = cfg.layout != "phases" or cfg.prune_after_session
+    if cfg.layout == "phases":
+        evidence.append(
+            "prune_after_session: true (a prune after every session stop)"
+            if cfg.prune_after_session
+            else f"prune_after_session: false in {cfg.source}: backups are pruned only by the timer; "
+            "fix: set it to true (the default) or remove the key"
+        )
+    last = prune.last_record(cfg)
+    where = metrics.state_path(cfg.state_dir)
+    if last is None:
+        last_ok = False
+        evidence.append(f"no prune recorded in {where}; fix: run 'neo-db prune' as the service user, then check its output")
+    else:
+        at = catalog.iso(dt.datetime.fromtimestamp(last["last_run"], dt.timezone.utc))
+        last_ok = last.get("ok") is True
+        outcome = "succeeded" if last_ok else "FAILED"
+        evidence.append(f"last prune {at} ({last.get('trigger')}): {outcome}: {last.get('detail')}")
+        if not last_ok:
+            evidence.append("fix the cause above, then run 'neo-db prune' (it records its outcome again)")
+    return timer_ok and after_session and last_ok, evidence
+
+
 def _retention(cfg: Config) -> Item:
     try:
         decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
@@ -312,29 +353,67 @@ def _retention(cfg: Config) -> Item:
     doomed = [d for d in decisions if not d.keep]
     # A backup dated in the future escapes retention and is never the newest: a FAIL, named.
     ahead = [f"{d.entry.phase} backup {d.entry.base} is {d.reason}" for d in decisions if d.future_dated]
-    where = "after every session and daily by neo-db-prune.timer" if cfg.layout == "phases" else "daily by neo-db-prune.timer"
+    runs, run_evidence = _prune_runs(cfg)
     return Item(
         "retention is defined",
         cfg.backup_retention_count >= 1
         and cfg.backup_retention_days >= 14
         and cfg.abnormal_retention_days >= 14
         and not unreadable
-        and not ahead,
+        and not ahead
+        and runs,
         [
             f"keep the newest {cfg.backup_retention_count} per phase, and anything younger than "
             f"{cfg.backup_retention_days} days ({cfg.abnormal_retention_days} for abnormal stops); pre/post pairs together",
             unreadable or f"a prune now would keep {len(decisions) - len(doomed)} and remove {len(doomed)} of {len(decisions)} backups",
-            f"pruned {where}",
+            *run_evidence,
             *ahead,
         ],
     )
 
 
-def markdown(items: list[Item], host: str) -> str:
+def from_report(source: str) -> tuple[list[Item], str, str]:
+    """The items, host and time of a saved `confirm --json` report (a file, or "-" for stdin), so that
+    the Markdown is rendered from the one run that made the JSON (issue 17.10). Raises UsageError."""
+    where = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--markdown-from {where}: cannot read it: {exc}", hint="save the output of 'neo-db confirm --json'") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--markdown-from {where}: not JSON ({exc})", hint="give it the output of 'neo-db confirm --json'") from exc
+    problem = _report_problem(doc)
+    if problem:
+        raise UsageError(
+            f"--markdown-from {where}: not a confirm --json report: {problem}", hint="give it the output of 'neo-db confirm --json'"
+        )
+    items = [Item(str(i["item"]), i["result"] == "PASS", [str(e) for e in i["evidence"]]) for i in doc["items"]]
+    return items, str(doc["host"]), str(doc.get("at") or "time not recorded")
+
+
+def _report_problem(doc: Any) -> str | None:
+    if not isinstance(doc, dict):
+        return f"expected an object, got {type(doc).__name__}"
+    for key in ("host", "items"):
+        if key not in doc:
+            return f"no {key!r} key"
+    if not isinstance(doc["items"], list):
+        return "'items' is not a list"
+    for n, i in enumerate(doc["items"]):
+        if not (isinstance(i, dict) and isinstance(i.get("item"), str) and i.get("result") in ("PASS", "FAIL")):
+            return f"item {n} is not {{'item': NAME, 'result': PASS|FAIL, 'evidence': [...]}}"
+        if not isinstance(i.get("evidence"), list):
+            return f"item {n} ({i['item']}) has no 'evidence' list"
+    return None
+
+
+def markdown(items: list[Item], host: str, at: str) -> str:
     lines = [
         f"# Pre-first-VPS-run confirmation (FLAG-023 §8): {host}",
         "",
-        f"Overall: **{'PASS' if all(i.ok for i in items) else 'FAIL'}** ({catalog.iso(catalog.utcnow())})",
+        f"Overall: **{'PASS' if all(i.ok for i in items) else 'FAIL'}** ({at})",
         "",
         "| item | result | evidence |",
         "| --- | --- | --- |",

@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from typing import Any
 
-from .. import catalog, fsutil
+from .. import catalog, fsutil, metrics
 from ..config import Config
+from ..errors import NeoDbError
 from ..locking import state_lock
 from . import listing
 
@@ -90,8 +92,37 @@ def future_reason(e: catalog.Entry, now: dt.datetime) -> str:
     )
 
 
-def run(cfg: Config, *, dry_run: bool, now: dt.datetime | None = None) -> list[Decision]:
-    """Apply the policy. With dry_run, only say what would go. Holds the state lock unless nested."""
+def run(cfg: Config, *, dry_run: bool, now: dt.datetime | None = None, trigger: str = "neo-db prune") -> list[Decision]:
+    """Apply the policy. With dry_run, only say what would go. Holds the state lock unless nested.
+
+    A real prune records its outcome in the metrics state ("prune": when, by what, ok or the error),
+    which `neo-db confirm` reads to say whether retention actually runs."""
+    if dry_run:
+        return _apply(cfg, dry_run=True, now=now)
+    try:
+        decisions = _apply(cfg, dry_run=False, now=now)
+    except (NeoDbError, OSError) as exc:
+        _record(cfg, ok=False, trigger=trigger, detail=str(exc))
+        raise
+    removed = sum(1 for d in decisions if not d.keep)
+    _record(cfg, ok=True, trigger=trigger, detail=f"{len(decisions) - removed} kept, {removed} removed")
+    return decisions
+
+
+def last_record(cfg: Config) -> dict[str, Any] | None:
+    """The last real prune's record (None: none recorded)."""
+    doc = metrics.load_state(cfg.state_dir).get("prune")
+    return doc if isinstance(doc, dict) and isinstance(doc.get("last_run"), int) else None
+
+
+def _record(cfg: Config, *, ok: bool, trigger: str, detail: str) -> None:
+    try:
+        metrics.update_state(cfg.state_dir, {"prune": {"last_run": int(time.time()), "ok": ok, "trigger": trigger, "detail": detail}})
+    except OSError as exc:  # the prune itself is done (or has failed on its own): say so, do not fail it
+        log.warning("prune: could not record this run in %s: %s", metrics.state_path(cfg.state_dir), exc)
+
+
+def _apply(cfg: Config, *, dry_run: bool, now: dt.datetime | None) -> list[Decision]:
     moment = now or catalog.utcnow()
     decisions = plan(cfg, catalog.entries(cfg), moment)
     for d in decisions:

@@ -540,7 +540,7 @@ def session_stop(cfg: Config, session: str | None, env: Mapping[str, str]) -> di
         _clear_current(cfg)
         if cfg.prune_after_session and info.classification != "start_failed":
             try:
-                prune.run(cfg, dry_run=False)
+                prune.run(cfg, dry_run=False, trigger="session-stop")
             except (NeoDbError, OSError) as exc:
                 log.warning("prune after the session failed: %s", exc)
         return block
