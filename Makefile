@@ -13,9 +13,9 @@ export NEO_STANDIN_IMAGE ?= localhost/neo-vps-standin:debian12
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus
+APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
-.PHONY: help deps venv image lint rules unit ansible-tests faults molecule test demo bench standin-down clean
+.PHONY: help deps venv image vm-image lint rules unit ansible-tests faults vm-faults molecule test demo bench standin-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ $(STAMPS)/venv: requirements.txt constraints.txt
 image: deps ## build the stand-in VPS base image (cached)
 	bash standin/build-image.sh
 
+vm-image: deps venv ## build the VM stand-in disk image for vm-faults (cached; the converge part uses podman)
+	bash vm/build-image.sh
+
 lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/ruff check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
 	$(BIN)/ruff format --check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
@@ -56,7 +59,7 @@ rules: deps ## promtool: check the alert rules and run their unit tests (every a
 	cd tests/promtool && promtool test rules *_test.yml
 
 unit: venv deps ## pytest: neo-db on real SQLite files and processes
-	$(BIN)/pytest -m "not standin and not ansible" -q
+	$(BIN)/pytest -m "not standin and not ansible and not vm" -q
 
 ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
 	$(BIN)/pytest -m ansible -q
@@ -64,10 +67,13 @@ ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
 faults: venv image ## pytest: crashes, power loss, corruption, a full disk, through the real unit on a stand-in
 	$(BIN)/pytest -m standin -q
 
+vm-faults: venv vm-image ## pytest: real power cuts (kill -9 of qemu) and a real NFS mount, in a QEMU VM
+	$(BIN)/pytest -m vm -q -p no:cacheprovider --durations=0
+
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
 	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
-test: lint rules unit ansible-tests faults molecule ## every test
+test: lint rules unit ansible-tests faults vm-faults molecule ## every test
 
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh
