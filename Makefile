@@ -22,9 +22,9 @@ export NEO_STANDIN_FRESH_IMAGE ?= localhost/neo-vps-standin:debian13-fresh
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus
+APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
-.PHONY: help deps venv image lint rules unit pythons ansible-tests faults molecule check test demo bench standin-down clean
+.PHONY: help deps venv image vm-image lint rules unit pythons ansible-tests faults vm-faults molecule check test demo bench standin-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ image: deps ## build the stand-in VPS base images, Debian 12 and a fresh Debian 
 	NEO_STANDIN_SUITE=bookworm NEO_STANDIN_IMAGE=localhost/neo-vps-standin:debian12 bash standin/build-image.sh
 	NEO_STANDIN_SUITE=trixie NEO_STANDIN_IMAGE=$(NEO_STANDIN_FRESH_IMAGE) bash standin/build-image.sh
 
+vm-image: deps venv ## build the VM stand-in disk image for vm-faults (cached; the converge part uses podman)
+	bash vm/build-image.sh
+
 lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
 	$(BIN)/ruff check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
 	$(BIN)/ruff format --check scripts tests bench scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/build-pyz
@@ -66,9 +69,9 @@ rules: deps ## promtool: check the alert rules and run their unit tests (every a
 	cd tests/promtool && promtool test rules *_test.yml
 
 unit: venv deps ## pytest: neo-db on real SQLite files and processes
-	$(BIN)/pytest -m "not standin and not ansible" -q
+	$(BIN)/pytest -m "not standin and not ansible and not vm" -q
 
-pythons: venv ## the unit suite's neo-db CLI under every Python 3.10-3.13 found (pyenv, PATH); says which ran
+pythons: venv ## the lifecycle, gate, import, restore and CLI tests with neo-db under every Python 3.10-3.13 found (pyenv, PATH); says which ran
 	VENV=$(VENV) bash tests/pythons.sh
 
 ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
@@ -77,6 +80,9 @@ ansible-tests: venv ## pytest: playbooks on the controller (fake Hetzner API)
 faults: venv image ## pytest: crashes, power loss, corruption, a full disk, through the real unit on a stand-in
 	$(BIN)/pytest -m standin -q
 
+vm-faults: venv vm-image ## pytest: real power cuts (kill -9 of qemu) and a real NFS mount, in a QEMU VM
+	$(BIN)/pytest -m vm -q -p no:cacheprovider --durations=0
+
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
 	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
@@ -84,7 +90,7 @@ check: lint unit ## the fast path for day-to-day work: lint and the unit suite
 
 # Each stage of `make test` runs as its own make, timed; the times are printed at the end.
 # A stage another Makefile adds (vm-faults) joins when its target exists.
-TEST_STAGES := lint rules unit pythons ansible-tests faults $(shell grep -qE '^vm-faults:' $(MAKEFILE_LIST) && echo vm-faults) molecule
+TEST_STAGES := lint rules unit pythons ansible-tests faults vm-faults molecule
 test: ## every test, each stage's wall time printed at the end
 	MAKE="$(MAKE)" bash tests/stages.sh $(TEST_STAGES)
 

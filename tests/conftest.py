@@ -209,6 +209,17 @@ def writer_factory(tmp_path: Path) -> Iterator[Any]:
         w.close()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The VM suite (marker vm, minutes of QEMU) runs only when -m names it (make vm-faults):
+    `-m "not standin and not ansible"`, the unit suite's selection, leaves it out."""
+    if "vm" in (config.option.markexpr or "").split():
+        return
+    vm = [item for item in items if item.get_closest_marker("vm")]
+    if vm:
+        config.hook.pytest_deselected(items=vm)
+        items[:] = [item for item in items if not item.get_closest_marker("vm")]
+
+
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 

@@ -2,13 +2,15 @@
 # `make pythons`: the unit suite with its neo-db CLI run under every Python 3.10-3.13 found on
 # this machine (PATH, pyenv), not only the distro python3 that `make unit` uses. neo-db must
 # work on Ubuntu 22.04 (3.10) to Debian 13 (3.13). Prints which ran and which are missing.
-#   PYTHONS_TESTS   what to run (default: the unit suite, tests -m "not standin and not ansible")
+#   PYTHONS_TESTS   what to run (default: the session lifecycle, the gates, import, restore and the
+#                   CLI: every command path, in a third of the unit suite's time; PYTHONS_TESTS=tests
+#                   runs the whole unit suite under each interpreter)
 #   PYTHONS_ALL=1   also rerun under the distro python3 (make unit already did)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv_python=${VENV:-.venv}/bin/python
 system=/usr/bin/python3
-read -r -a tests <<<"${PYTHONS_TESTS:-tests}"
+read -r -a tests <<<"${PYTHONS_TESTS:-tests/test_session.py tests/test_gates.py tests/test_import.py tests/test_restore.py tests/test_cli.py tests/test_hostile.py}"
 
 minor_of() { "$1" -c 'import sys; print(sys.version_info[1]) if sys.version_info[0] == 3 else None' 2>/dev/null || true; }
 system_minor=$( [ -x "$system" ] && minor_of "$system" || true)
@@ -40,7 +42,7 @@ for minor in 10 11 12 13; do
   pp=""
   "$exe" -c 'import yaml' 2>/dev/null || pp=$yaml_dir
   start=$(date +%s)
-  if NEO_DB_PYTHON=$exe PYTHONPATH=$pp "${VENV:-.venv}/bin/pytest" -m "not standin and not ansible" -q -p no:cacheprovider "${tests[@]}"; then
+  if NEO_DB_PYTHON=$exe PYTHONPATH=$pp "${VENV:-.venv}/bin/pytest" -m "not standin and not ansible and not vm" -q -p no:cacheprovider "${tests[@]}"; then
     report+=("  3.$minor  ran      $exe ($version): passed in $(( $(date +%s) - start )) s${pp:+ (PyYAML from the venv, pure Python)}")
   else
     report+=("  3.$minor  FAILED   $exe ($version)")
