@@ -6,6 +6,8 @@ File names follow the FLAG-023 convention, in the phase's subdirectory::
     post_session/neo_live_stage1_post_S053_2026-04-22T21-16-00Z.db
     abnormal_stop/neo_live_stage1_abnormal_S053_2026-04-22T20-02-11Z.db
     abnormal_stop/neo_live_stage1_abnormal_S053_2026-04-22T20-02-11Z.raw/  (raw db, -wal, -shm, stop.json)
+    imported/neo_live_stage1_imported_2026-11-23T10-00-00Z.db   (neo-db import: + a provenance manifest)
+    legacy/neo_live_stage1_legacy_2026-04-21T16-52-23Z.db       (neo_live_stage1.db.bak.20260421T165223Z)
 
 In the ``snapshots`` layout (AtoCore), a timed backup is a directory::
 
@@ -40,6 +42,9 @@ PHASE_DIRS = {
     "abnormal": "abnormal_stop",
     "manual": "manual",
     "timed": "snapshots",
+    # issue 14: the DB brought onto the box (neo-db import), and the Windows-era FLAG-049 backups.
+    "imported": "imported",
+    "legacy": "legacy",
 }
 METADATA = "backup-metadata.json"
 # How far ahead of now a backup's name may be before it counts as future-dated (clock skew
@@ -48,7 +53,7 @@ FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 TS_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 SESSION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}\Z")  # \Z: "$" also matches before a final newline
 _NAME_RE = re.compile(
-    r"^(?P<stem>.+)_(?P<phase>pre|post|abnormal|manual)"
+    r"^(?P<stem>.+)_(?P<phase>pre|post|abnormal|manual|imported|legacy)"
     r"(?:_(?P<session>[A-Za-z][A-Za-z0-9-]{0,31}))?"
     r"_(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)\Z"
 )
@@ -62,11 +67,11 @@ def iso(ts: dt.datetime) -> str:
     return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# Words that name a phase in backup file names (and restore's quarantine; imported and legacy
-# are coming as phases): as a session ID they make a name parse as another phase, so the backup
+# Words that name a phase in backup file names (and restore's quarantine): as a session ID
+# they make a name parse as another phase, so the backup
 # would be invisible to list, restore, prune and drill. Refused in any case (PRE, Quarantine):
 # nothing needs them, and a name that differs from a phase word only in case misleads a reader.
-RESERVED_SESSION_IDS = frozenset({*PHASE_DIRS, "quarantine", "imported", "legacy"})
+RESERVED_SESSION_IDS = frozenset({*PHASE_DIRS, "quarantine"})
 
 
 def check_session_id(session: str) -> str:

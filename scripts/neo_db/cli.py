@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from . import __version__, catalog, fsutil, holders, logs, metrics, monitor, notify
 from . import config as config_mod
-from .actions import backup, check, confirm, diff, drill, health, listing, prune, restore, session, snapshot, timed, unitverify
+from .actions import backup, check, confirm, diff, drill, health, importer, listing, prune, restore, session, snapshot, timed, unitverify
 from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
 from .locking import state_lock
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("backup", "take a verified backup of the live DB now")
     sp.add_argument(
         "--phase",
-        choices=list(catalog.PHASE_DIRS),
+        choices=[p for p in catalog.PHASE_DIRS if p not in ("imported", "legacy")],  # those are neo-db import's
         help="which backup dir (default: manual; timed, a snapshots/<timestamp>/ directory, in the snapshots layout)",
     )
     sp.add_argument("--trigger", default="cli", choices=["cli", "timer"], help="recorded in the manifest (timer: run by a systemd timer)")
@@ -103,6 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="diff that session's pre and post backups")
 
     add("snapshot", "publish a fresh read-only copy for analysts in exports_dir/snapshots (safe while the engine writes)")
+
+    sp = add("import", "bring an existing DB onto the box (the migration): preflight, install, legacy backups, origin")
+    sp.add_argument("source", metavar="SOURCE", nargs="?", help="the DB file (its -wal beside it comes along)")
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--preflight", action="store_true", help="check SOURCE on a copy (no config needed); change nothing")
+    mode.add_argument("--show", action="store_true", help="the origin record, the live DB's sha256, the highest session ID")
+    mode.add_argument("--legacy", metavar="DIR", help="import the Windows-era backups <db_name>.bak.<UTC> / .post.<UTC> in DIR")
+    mode.add_argument("--adopt", action="store_true", help="record the live DB (the engine made it here) as its own origin")
+    sp.add_argument("--source-sha256", metavar="HEX", help="refuse unless SOURCE has this sha256 (end-to-end transfer check)")
+    sp.add_argument("--source-host", metavar="HOST", help="where SOURCE came from (provenance)")
+    sp.add_argument("--source-path", metavar="PATH", help="SOURCE's original path there (provenance)")
+    sp.add_argument("--next-session", type=_session_arg, metavar="ID", help="the next session's ID, e.g. S051 (above every ID on the box)")
+    sp.add_argument("--replace", action="store_true", help="quarantine an existing live DB (as restore does) and install SOURCE")
+    sp.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
 
     sp = add("confirm", "the pre-first-VPS-run confirmation (FLAG-023 §8): PASS/FAIL per item with evidence")
     sp.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
@@ -332,6 +346,30 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    if args.preflight:
+        if not args.source:
+            raise UsageError("import --preflight needs SOURCE, the DB file to check")
+        doc = importer.preflight(args.source)
+        _emit(args, doc, importer.describe(doc))
+        return OK
+    if args.show:
+        if args.source:
+            raise UsageError("import --show takes no SOURCE")
+        doc = importer.show(_load(args))
+        origin = doc["origin"]
+        text = "\n".join(
+            [
+                f"origin: {fsutil.to_json(origin, indent=None) if origin else 'none recorded'}",
+                f"live DB: {'present, sha256 ' + doc['live_sha256'] if doc['live_db_exists'] else 'none'}",
+                f"highest session: {doc['highest_session'] or 'none'}",
+            ]
+        )
+        _emit(args, doc, text)
+        return OK
+    raise UsageError("import needs --preflight SOURCE or --show", hint="'neo-db import --help' lists the modes")
+
+
 def cmd_confirm(args: argparse.Namespace) -> int:
     cfg = _load(args)
     items = confirm.run(cfg)
@@ -431,6 +469,7 @@ COMMANDS = {
     "diff": cmd_diff,
     "snapshot": cmd_snapshot,
     "confirm": cmd_confirm,
+    "import": cmd_import,
     "unit-verify": cmd_unit_verify,
     "metrics": cmd_metrics,
     "notify": cmd_notify,
