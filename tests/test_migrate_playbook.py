@@ -161,3 +161,23 @@ def test_an_existing_live_db_is_refused_without_replace_and_planned_with_it(box:
     assert "quarantining the current live DB" in out, out[-3000:]
     assert tree_sums(box.runtime.root) == before
     assert json.loads(box.runtime.cli("import", "--show", "--json").out)["live_db_exists"] is True
+
+
+def test_a_next_session_not_above_the_box_is_refused_and_a_higher_one_planned(box: Box, tmp_path: Path) -> None:
+    make_db(box.runtime.db, rows=30)
+    started = box.runtime.cli("session-start", "--session", "S050")
+    assert started.rc == 0, started.err
+    assert box.runtime.stop().rc == 0
+    assert json.loads(box.runtime.cli("import", "--show", "--json").out)["highest_session"] == "S050"
+    good = tmp_path / "neo_live_stage1.db"
+    make_db(good, rows=40)
+    before = tree_sums(box.runtime.root)
+    for lower in ("S050", "S007"):
+        rc, out = box.play("--check", "-e", f"source={good}", "-e", "replace=true", "-e", f"next_session={lower}")
+        assert rc != 0, out[-3000:]
+        assert f"next_session={lower} is not above the highest session" in out and "(S050)" in out and "e.g. S051" in out, out[-3000:]
+    # Positive control: the next one up is planned.
+    rc, out = box.play("--check", "-e", f"source={good}", "-e", "replace=true", "-e", "next_session=S051")
+    assert rc == 0, out[-3000:]
+    assert "next session S051" in out, out[-3000:]
+    assert tree_sums(box.runtime.root) == before
