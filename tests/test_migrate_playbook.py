@@ -181,3 +181,19 @@ def test_a_next_session_not_above_the_box_is_refused_and_a_higher_one_planned(bo
     assert rc == 0, out[-3000:]
     assert "next session S051" in out, out[-3000:]
     assert tree_sums(box.runtime.root) == before
+
+
+def test_more_than_one_target_host_is_refused(box: Box, tmp_path: Path) -> None:
+    good = tmp_path / "neo_live_stage1.db"
+    make_db(good, rows=10)
+    inv = yaml.safe_load(box.inventory.read_text())
+    inv["neo_vps"]["hosts"]["neo-live-2"] = dict(inv["neo_vps"]["hosts"]["neo-live-1"])
+    box.inventory.write_text(yaml.safe_dump(inv))
+    rc, out = box.play("--check", "-e", f"source={good}")
+    assert rc != 0, out[-3000:]
+    assert "same DB on 2 hosts" in out and "--limit HOST" in out, out[-3000:]
+    assert box.box_calls() == []
+    # Positive control: limited to one host, the same inventory plans.
+    rc, out = box.play("--check", "-e", f"source={good}", "--limit", "neo-live-1")
+    assert rc == 0, out[-3000:]
+    assert box.box_calls() == ["import --show --json"]
