@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,258 @@ def test_show_on_a_fresh_box_and_the_highest_session(runtime: Runtime) -> None:
     assert doc["highest_session"] == "S052" and doc["live_db_exists"] is True and doc["live_sha256"] == sha(runtime.db)
     text = runtime.cli("import", "--show")
     assert text.rc == 0 and "S052" in text.out
+
+
+# ---- neo-db import SOURCE (on the box) ----
+
+PHASE_SUBDIRS = ("pre_session", "post_session", "abnormal_stop", "manual", "imported", "legacy")
+
+
+@pytest.fixture
+def box(runtime: Runtime) -> Runtime:
+    """The runtime tree as the neo_runtime role leaves it: the DB dir owned by the service user (nobody here), 0700."""
+    for sub in PHASE_SUBDIRS:
+        (runtime.backups / sub).mkdir(parents=True, exist_ok=True)
+    runtime.state.mkdir(parents=True, exist_ok=True)
+    os.chown(runtime.db.parent, 65534, 65534)
+    os.chmod(runtime.db.parent, 0o700)
+    return runtime
+
+
+def staged(tmp_path: Path, rows: int = 100, wal_rows: int = 0, name: str = "neo_live_stage1.db") -> Path:
+    """The file as the playbook stages it on the box (a staging name, its -wal beside it)."""
+    d = tmp_path / "staging"
+    d.mkdir(exist_ok=True)
+    src = d / name
+    make_source(src, rows, wal_rows)
+    return src
+
+
+def box_digest(rt: Runtime) -> dict[str, str]:
+    """Every file under db/, backups/ and state/ (the lock file's PID aside)."""
+    return {k: v for k, v in tree_digest(rt.db.parent, rt.backups, rt.state).items() if not k.endswith("neo-db.lock")}
+
+
+def test_import_installs_the_wal_rows_in_wal_mode_owned_by_the_service_user_with_provenance(box: Runtime, tmp_path: Path) -> None:
+    src = staged(tmp_path, rows=100, wal_rows=25)
+    staging_before = tree_digest(src.parent)
+    r = box.cli(
+        "import", str(src), "--source-sha256", sha(src), "--source-host", "katja-win",
+        "--source-path", "C:/NEO/neo_live_stage1.db", "--next-session", "S051", "--json",
+    )  # fmt: skip
+    no_crash(r)
+    assert r.rc == 0, r.err
+    doc = r.json
+    assert doc["changed"] is True and doc["installed"] == str(box.db) and doc["quarantined"] is None
+    assert doc["next_session"] == "S051"
+    assert count_rows(box.db) == 125  # the rows held only in the -wal arrived
+    st = box.db.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o600)
+    with open(box.db, "rb") as fh:
+        assert fh.read(20)[18:20] == b"\x02\x02"  # WAL mode
+    assert not Path(f"{box.db}-wal").exists() or Path(f"{box.db}-wal").stat().st_size == 0  # checkpointed
+    assert tree_digest(src.parent) == staging_before  # nothing written beside the staged source
+    # the imported backup: verified, with the provenance
+    name = doc["imported_backup"]
+    assert name.startswith("neo_live_stage1_imported_") and name.endswith("Z.db")
+    manifest = json.loads((box.backups / "imported" / name.replace(".db", ".json")).read_text())
+    assert manifest["integrity_check"] == ["ok"] and manifest["row_counts"] == {"trades": 125}
+    for key, value in {
+        "source_host": "katja-win",
+        "source_path": "C:/NEO/neo_live_stage1.db",
+        "source_name": "neo_live_stage1.db",
+        "source_sha256": sha(src),
+        "source_wal_sha256": sha(Path(f"{src}-wal")),
+        "installed_sha256": sha(box.db),
+        "converted_from": None,
+        "tables": {"trades": 125},
+    }.items():
+        assert manifest[key] == value, key
+    assert manifest["imported_at"] and manifest["source_mtime"] and manifest["neo_db_version"]
+    origin = json.loads((box.state / "origin.json").read_text())
+    assert origin["imported_backup"] == name and origin["source_sha256"] == sha(src) and origin["installed_sha256"] == sha(box.db)
+    assert doc["origin"] == origin
+    shown = box.cli("import", "--show", "--json").json
+    assert shown["origin"] == origin and shown["live_sha256"] == sha(box.db) and shown["highest_session"] == "S050"
+    # a rerun: nothing to do, nothing written
+    before = box_digest(box)
+    again = box.cli("import", str(src), "--source-sha256", sha(src), "--next-session", "S051", "--json")
+    assert again.rc == 0, again.err
+    assert again.json["changed"] is False and again.json["imported_backup"] == name
+    assert box_digest(box) == before
+    # the gate passes, and the first session is S051
+    assert box.cli("check").rc == 0
+    start = box.cli("session-start", "--json")
+    assert start.rc == 0, start.err
+    assert json.loads((box.state / "current_session.json").read_text())["session"] == "S051"
+    assert box.stop().rc == 0
+
+
+def test_import_converts_a_rollback_journal_source_to_wal_and_records_it(box: Runtime, tmp_path: Path) -> None:
+    d = tmp_path / "staging"
+    d.mkdir()
+    src = d / "neo_live_stage1.db"
+    make_rollback_source(src, 80)
+    r = box.cli("import", str(src), "--json")
+    assert r.rc == 0, r.err
+    with open(box.db, "rb") as fh:
+        assert fh.read(20)[18:20] == b"\x02\x02"
+    assert count_rows(box.db) == 80
+    origin = json.loads((box.state / "origin.json").read_text())
+    assert origin["converted_from"] == "delete"
+    manifest = json.loads((box.backups / "imported" / r.json["imported_backup"].replace(".db", ".json")).read_text())
+    assert manifest["converted_from"] == "delete" and manifest["source_journal_mode"] == "delete"
+
+
+def test_import_refuses_a_source_whose_sha256_differs_and_changes_nothing(box: Runtime, tmp_path: Path) -> None:
+    src = staged(tmp_path)
+    before = box_digest(box)
+    wrong = "0" * 64
+    r = box.cli("import", str(src), "--source-sha256", wrong, "--json")
+    no_crash(r)
+    assert r.rc == 1 and wrong in r.err and sha(src) in r.err and "nothing was changed" in r.err, r.err
+    assert box_digest(box) == before
+    r = box.cli("import", str(src), "--source-sha256", "not-hex")
+    assert r.rc == 2 and "not-hex" in r.err, r.err
+    assert box.cli("import", str(src), "--source-sha256", sha(src)).rc == 0  # positive control
+
+
+def test_next_session_must_be_above_every_session_on_the_box(box: Runtime, tmp_path: Path) -> None:
+    make_db(box.db, 10)
+    assert box.cli("backup", "--phase", "pre", "--session", "S050").rc == 0
+    for suffix in ("", "-wal", "-shm"):  # a box that ran S050 and lost its DB: the numbering must go on
+        Path(f"{box.db}{suffix}").unlink(missing_ok=True)
+    src = staged(tmp_path)
+    before = box_digest(box)
+    for lower in ("S049", "S050"):
+        r = box.cli("import", str(src), "--next-session", lower)
+        no_crash(r)
+        assert r.rc == 2 and lower in r.err and "S050" in r.err and "nothing was changed" in r.err, r.err
+        assert box_digest(box) == before
+    r = box.cli("import", str(src), "--next-session", "S051", "--json")  # positive control
+    assert r.rc == 0, r.err
+    assert r.json["next_session"] == "S051"
+    assert box.cli("session-start").rc == 0
+    assert json.loads((box.state / "current_session.json").read_text())["session"] == "S051"
+    assert box.stop().rc == 0
+
+
+def test_an_existing_db_is_refused_without_replace_and_quarantined_with_it(box: Runtime, tmp_path: Path) -> None:
+    make_db(box.db, 30)
+    old_sha = sha(box.db)
+    src = staged(tmp_path, rows=100)
+    before = box_digest(box)
+    r = box.cli("import", str(src), "--json")
+    no_crash(r)
+    assert r.rc == 2 and str(box.db) in r.err and "--replace" in r.err, r.err
+    assert box_digest(box) == before
+    r = box.cli("import", str(src), "--replace", "--json")
+    assert r.rc == 0, r.err
+    quarantine = Path(r.json["quarantined"])
+    assert quarantine.parent == box.backups / "abnormal_stop" and quarantine.is_dir()
+    assert sha(quarantine / box.db.name) == old_sha and count_rows(quarantine / box.db.name) == 30  # the old DB is recoverable
+    assert count_rows(box.db) == 100
+    listed = box.cli("list", "--json").json["backups"]
+    assert any(b["phase"] == "abnormal" and b["session"] == "quarantine" for b in listed)
+
+
+def test_import_refuses_while_another_process_holds_the_live_db(box: Runtime, tmp_path: Path, writer_factory) -> None:
+    make_db(box.db, 30)
+    src = staged(tmp_path)
+    w = writer_factory(box.db)
+    w.wait_commits(3)
+    r = box.cli("import", str(src), "--replace")
+    no_crash(r)
+    assert r.rc == 5 and "open" in r.err, r.err
+    w.kill()
+    w.close()
+    assert box.cli("import", str(src), "--replace").rc == 0  # positive control: once nothing holds it
+
+
+def test_import_dry_run_changes_nothing(box: Runtime, tmp_path: Path) -> None:
+    make_db(box.db, 30)
+    src = staged(tmp_path, wal_rows=5)
+    before = box_digest(box)
+    r = box.cli("import", str(src), "--replace", "--next-session", "S060", "--dry-run", "--json")
+    assert r.rc == 0, r.err
+    doc = r.json
+    assert doc["dry_run"] is True and doc["changed"] is True and doc["preflight"]["tables"] == {"trades": 105}
+    assert doc["next_session"] == "S060" and str(box.db) in doc["moves_aside"]
+    assert box_digest(box) == before
+    text = box.cli("import", str(src), "--replace", "--dry-run")
+    assert text.rc == 0 and "would" in text.err + text.out
+    assert box_digest(box) == before
+
+
+def test_a_corrupt_source_on_the_box_is_refused_and_the_box_is_unchanged(box: Runtime, tmp_path: Path) -> None:
+    make_db(box.db, 30)
+    src = staged(tmp_path)
+    corrupt_page(src)
+    before = box_digest(box)
+    r = box.cli("import", str(src), "--replace", "--json")
+    no_crash(r)
+    assert r.rc == 3 and FLAG049 in r.err and ".bak.<UTC>" in r.err, r.err
+    assert box_digest(box) == before
+
+
+def mount_tmpfs(path: Path, size: str) -> None:
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+
+
+@pytest.fixture
+def mounts() -> Iterator[list[Path]]:
+    done: list[Path] = []
+    yield done
+    for m in reversed(done):
+        subprocess.run(["umount", "-l", str(m)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize("full", ["db", "backups"])
+def test_a_full_disk_on_the_box_is_a_clear_error_and_nothing_changes(box: Runtime, tmp_path: Path, mounts: list[Path], full: str) -> None:
+    """The DB dir, or backup_dir, on a real tmpfs too small for the source (about 300 KiB)."""
+    src = staged(tmp_path, rows=1200, wal_rows=20)
+    target = box.db.parent if full == "db" else box.backups
+    if full == "db":
+        mount_tmpfs(target, "160k")
+        os.chown(target, 65534, 65534)
+    else:
+        mount_tmpfs(target, "64k")
+        for sub in PHASE_SUBDIRS:
+            (target / sub).mkdir()
+    mounts.append(target)
+    make_db(box.db, 5)  # a small live DB fits: --replace must leave it untouched
+    before = box_digest(box)
+    r = box.cli("import", str(src), "--replace", "--json")
+    no_crash(r, full)
+    assert r.rc != 0 and str(target) in r.err and ("full" in r.err or "space" in r.err), r.err
+    assert "nothing was changed" in r.err, r.err
+    assert box_digest(box) == before
+    assert count_rows(box.db) == 5
+
+
+def test_imported_backups_are_listed_drilled_diffed_and_restored(box: Runtime, tmp_path: Path) -> None:
+    src = staged(tmp_path, rows=100, wal_rows=3)
+    r = box.cli("import", str(src), "--json")
+    assert r.rc == 0, r.err
+    name = r.json["imported_backup"]
+    listed = box.cli("list", "--json").json["backups"]
+    row = next(b for b in listed if b["phase"] == "imported")
+    assert row["name"] == name.removesuffix(".db") and row["status"] == "verified"
+    drill = box.cli("drill", "--json")
+    assert drill.rc == 0, drill.err
+    assert drill.json["phases"]["imported"]["result"] == "pass"
+    assert box.cli("backup", "--phase", "manual").rc == 0
+    manual = next(b["name"] for b in box.cli("list", "--json").json["backups"] if b["phase"] == "manual")
+    d = box.cli("diff", name, manual, "--json")
+    assert d.rc == 0, d.err
+    conn = sqlite3.connect(box.db)
+    conn.execute("DELETE FROM trades WHERE id > 50")
+    conn.commit()
+    conn.close()
+    assert count_rows(box.db) == 50
+    rs = box.cli("restore", name, "--yes")
+    assert rs.rc == 0, rs.err
+    assert count_rows(box.db) == 103

@@ -367,7 +367,32 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
         _emit(args, doc, text)
         return OK
-    raise UsageError("import needs --preflight SOURCE or --show", hint="'neo-db import --help' lists the modes")
+    if args.adopt or args.legacy:
+        raise UsageError("import --adopt and --legacy are not available yet")
+    if not args.source:
+        raise UsageError("import needs SOURCE (or --preflight SOURCE, --show, --legacy DIR, --adopt)", hint="'neo-db import --help'")
+    cfg = _load(args)
+    doc = importer.install(
+        cfg,
+        args.source,
+        source_sha256=args.source_sha256,
+        source_host=args.source_host,
+        source_path=args.source_path,
+        next_session=args.next_session,
+        replace=args.replace,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run:
+        text = f"dry run: would install {args.source} as {doc['installed']} (nothing was changed)"
+    elif doc["changed"]:
+        text = f"installed {args.source} as {doc['installed']}\n  imported backup: {doc['imported_backup']}"
+        text += f"\n  quarantined: {doc['quarantined']}" if doc["quarantined"] else ""
+    else:
+        text = f"unchanged: {doc['installed']} is already the import of {args.source} ({doc['imported_backup']})"
+    if doc["next_session"]:
+        text += f"\n  next session: {doc['next_session']}"
+    _emit(args, doc, text)
+    return OK
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:

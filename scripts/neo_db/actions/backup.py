@@ -207,6 +207,7 @@ def take_backup(
     now: dt.datetime | None = None,
     extra: dict[str, Any] | None = None,
     source_check: concurrent.futures.Future[list[str]] | None = None,
+    source: Path | None = None,
 ) -> BackupResult:
     """Copy the live DB into the phase's directory. Raises BackupFailed, or BackupNotIntact if required.
 
@@ -214,7 +215,10 @@ def take_backup(
     core; only when nothing writes the DB and its -wal is empty), the copy is proven
     intact by a page-by-page comparison with the checked source instead of a second
     integrity_check. If the pages differ, the copy is checked itself.
+
+    `source` (neo-db import) copies that DB instead of the live one; the manifest still names db_path.
     """
+    src = cfg.db_path if source is None else source
     directory = catalog.phase_dir(cfg, phase)
     try:
         fsutil.ensure_real_dir(directory)
@@ -232,7 +236,7 @@ def take_backup(
     try:
         fsutil.create_exclusive(tmp)
         try:
-            stats = sqlitedb.backup_copy(cfg.db_path, tmp)
+            stats = sqlitedb.backup_copy(src, tmp)
         except sqlitedb.CopyError as exc:
             raise BackupFailed.copying(cfg, directory, exc) from None
         t_copy = time.monotonic()
@@ -243,7 +247,7 @@ def take_backup(
             except Exception as exc:  # the copy is not a readable DB: the check below says why
                 counts = {f"unreadable: {exc}": 0}
             sha = _digest(tmp)
-            identical = sqlitedb.same_pages(tmp, cfg.db_path)
+            identical = sqlitedb.same_pages(tmp, src)
             integrity = source_check.result()
             if integrity == ["ok"] and identical:
                 verified_by = "integrity_check of the live DB, and a page-by-page comparison of the copy with it"

@@ -25,6 +25,7 @@ from typing import Any
 from .. import catalog, fsutil, sqlitedb
 from ..config import Config
 from ..errors import IntegrityError, NeoDbError, UsageError
+from ..locking import state_lock
 from . import session
 
 log = logging.getLogger(__name__)
@@ -252,4 +253,280 @@ def show(cfg: Config) -> dict[str, Any]:
         "live_db_exists": live,
         "live_sha256": fsutil.sha256_file(cfg.db_path) if live else None,
         "highest_session": session.format_session(cfg, highest[0]) if highest else None,
+    }
+
+
+# ---- neo-db import SOURCE: install on the box ----
+
+HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
+SERVICE_DB_MODE = 0o600
+
+
+def _counter_doc(cfg: Config, next_number: int) -> dict[str, Any]:
+    last = next_number - 1
+    return {
+        "last_number": last,
+        "session": session.format_session(cfg, last) if last > 0 else None,
+        "set_by": f"neo-db import --next-session {session.format_session(cfg, next_number)}",
+        "at": catalog.iso(catalog.utcnow()),
+    }
+
+
+def check_next_session(cfg: Config, wanted: str | None) -> int | None:
+    """The number of --next-session, refused (exit 2, nothing changed) unless above every session ID on the box."""
+    if wanted is None:
+        return None
+    number = session._number_of(cfg, wanted)
+    if number is None:
+        example = session.format_session(cfg, 51)
+        raise UsageError(
+            f"--next-session {wanted}: not a session ID of this box ({cfg.session_prefix} and a number, e.g. {example}); "
+            "nothing was changed"
+        )
+    highest = highest_session(cfg)
+    if highest is not None and number <= highest[0]:
+        top = session.format_session(cfg, highest[0])
+        raise UsageError(
+            f"--next-session {wanted} is not above {top}, the highest session ID on this box ({highest[1]}): "
+            "a reused ID would overwrite that session's backups and db_health; nothing was changed",
+            hint=f"give {session.format_session(cfg, highest[0] + 1)} or higher",
+        )
+    return number
+
+
+def _set_counter(cfg: Config, number: int | None) -> bool:
+    """Make `number` the next session. True if the counter changed."""
+    if number is None:
+        return False
+    last, _damage = session.read_counter(cfg)
+    if last == number - 1:
+        return False
+    fsutil.write_json_atomic(session._counter_path(cfg), _counter_doc(cfg, number))
+    log.info("the session counter now gives %s next", session.format_session(cfg, number))
+    return True
+
+
+def _imported_entry(cfg: Config, origin: dict[str, Any] | None) -> catalog.Entry | None:
+    name = origin.get("imported_backup") if origin else None
+    if not isinstance(name, str) or not name:
+        return None
+    entry = catalog.find(cfg, name)
+    return entry if entry is not None and entry.phase == "imported" and entry.db is not None else None
+
+
+def _live_is_installed(cfg: Config, origin: dict[str, Any]) -> bool:
+    """The live DB is still the file import installed (and no commit waits in its -wal)."""
+    if not cfg.db_path.is_file() or not sqlitedb.wal_is_empty(cfg.db_path):
+        return False
+    return bool(fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256"))
+
+
+def _result(cfg: Config, changed: bool, origin: dict[str, Any] | None, quarantined: str | None, next_number: int | None) -> dict[str, Any]:
+    return {
+        "changed": changed,
+        "installed": str(cfg.db_path),
+        "imported_backup": (origin or {}).get("imported_backup"),
+        "quarantined": quarantined,
+        "next_session": session.format_session(cfg, next_number) if next_number is not None else None,
+        "origin": origin,
+    }
+
+
+def _build_dir(cfg: Config) -> Path:
+    return cfg.db_path.parent / f"{fsutil.TMP_PREFIX}import-{cfg.db_path.name}.{os.getpid()}"
+
+
+def _clean_stale_builds(cfg: Config) -> None:
+    """Build dirs of import runs that were killed (we hold the state lock: none is running). Copies only."""
+    prefix = f"{fsutil.TMP_PREFIX}import-{cfg.db_path.name}."
+    try:
+        with os.scandir(cfg.db_path.parent) as it:
+            stale = [e.path for e in it if e.name.startswith(prefix) and e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for path in stale:
+        fsutil.remove_quietly(Path(path))
+        log.info("removed %s, left by an interrupted import", path)
+
+
+def _no_space(where: Path, exc: OSError) -> NeoDbError:
+    import errno  # noqa: PLC0415
+
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"the filesystem holding {where} is full: free space there (df -h {where}), then retry"
+    else:
+        hint = f"fix {where} (its permissions, its filesystem), then retry"
+    return NeoDbError(f"import failed in {where}: {what}; nothing was changed", hint=hint)
+
+
+def _convert_to_wal(built: Path, max_errors: int) -> str:
+    """The built copy in WAL mode, checkpointed, checked again; returns the journal mode it had."""
+    with open(built, "rb") as fh:
+        before = _journal_mode(fh.read(100))
+    conn = sqlite3.connect(os.fspath(built), isolation_level=None)
+    try:
+        mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        if mode != "wal":
+            raise NeoDbError(f"could not switch the copy {built} to journal_mode=WAL (got {mode})")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        result = sqlitedb.integrity_check(conn, max_errors)
+        if result != ["ok"]:
+            raise IntegrityError([f"the built copy {built} fails integrity_check:", *result])
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        fsutil.remove_quietly(Path(f"{built}{suffix}"))
+    return before
+
+
+def _provenance(found: Examined, *, host: str | None, path: str | None, installed_sha: str, adopted: bool = False) -> dict[str, Any]:
+    from .. import __version__  # noqa: PLC0415
+
+    original = path or str(found.source)
+    return {
+        "source_host": host,
+        "source_path": original,
+        "source_name": re.split(r"[\\/]", original)[-1],
+        "source_sha256": found.sha256,
+        "source_wal_sha256": found.wal_sha256,
+        "source_mtime": found.mtime,
+        "source_journal_mode": found.journal_mode,
+        "converted_from": None if found.journal_mode == "wal" else found.journal_mode,
+        "installed_sha256": installed_sha,
+        "imported_at": catalog.iso(catalog.utcnow()),
+        "tables": found.tables,
+        "neo_db_version": __version__,
+        "adopted": adopted,
+    }
+
+
+def install(
+    cfg: Config,
+    arg: str,
+    *,
+    source_sha256: str | None,
+    source_host: str | None,
+    source_path: str | None,
+    next_session: str | None,
+    replace: bool,
+    dry_run: bool,
+) -> dict[str, Any]:
+    from . import backup, restore  # noqa: PLC0415
+
+    src, wal = source_paths(arg)
+    if source_sha256 is not None and not HEX64.match(source_sha256):
+        raise UsageError(f"--source-sha256 {source_sha256!r} is not a sha256 (64 hex digits)")
+    actual = fsutil.sha256_file(src)
+    if source_sha256 is not None and actual != source_sha256.lower():
+        raise NeoDbError(
+            f"{src} has sha256 {actual}, not the expected {source_sha256.lower()}: the transfer is damaged or it is another file; "
+            "nothing was changed",
+            hint="copy the source again (the playbook checks it end to end), then retry",
+        )
+    next_number = check_next_session(cfg, next_session)
+    origin = load_origin(cfg)
+    if origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin):
+        changed = False
+        if not dry_run:
+            with state_lock(cfg):
+                changed = _set_counter(cfg, next_number)
+        log.info("%s (sha256 %s…) is already the installed live DB: nothing to import", src, actual[:16])
+        return {**_result(cfg, changed, origin, None, next_number), **({"dry_run": True} if dry_run else {})}
+    live = [Path(f"{cfg.db_path}{s}") for s in sqlitedb.LIVE_SUFFIXES if os.path.lexists(f"{cfg.db_path}{s}")]
+    if live and not replace:
+        raise UsageError(
+            f"a live DB exists at {cfg.db_path} ({', '.join(p.name for p in live)}): refusing to import over it; nothing was changed",
+            hint="rerun with --replace to quarantine it (as 'neo-db restore' does; it stays recoverable) and install SOURCE",
+        )
+    if not cfg.db_path.parent.is_dir():
+        raise UsageError(
+            f"the DB's directory {cfg.db_path.parent} does not exist (db_path in {cfg.source})",
+            hint="create it, owned by the service user and mode 0700 (the neo_runtime role does), then retry",
+        )
+    if dry_run:
+        return _dry_run(cfg, src, wal, live, next_number)
+    with state_lock(cfg):
+        restore._refuse_if_in_use(cfg)
+        backup.clean_stale_temps(cfg)
+        _clean_stale_builds(cfg)
+        build = _build_dir(cfg)
+        imported: Path | None = None
+        try:
+            try:
+                os.mkdir(build, 0o700)
+                found = examine(src, wal, build, cfg.integrity_max_errors)
+                built = found.copy
+                _convert_to_wal(built, cfg.integrity_max_errors)
+                os.chmod(built, SERVICE_DB_MODE)
+                dir_st = os.stat(cfg.db_path.parent)  # the DB dir belongs to the service user
+                if os.geteuid() == 0:
+                    os.chown(built, dir_st.st_uid, dir_st.st_gid)
+                fsutil.fsync_file(built)
+            except OSError as exc:
+                raise _no_space(cfg.db_path.parent, exc) from None
+            installed_sha = fsutil.sha256_file(built)
+            provenance = _provenance(found, host=source_host, path=source_path, installed_sha=installed_sha)
+            try:
+                result = backup.take_backup(cfg, "imported", None, "import", require_intact=True, source=built, extra=provenance)
+            except backup.BackupFailed as exc:
+                exc.message += "; nothing was changed"
+                raise
+            imported = result.path
+            entry = catalog.find(cfg, result.path.name)
+            assert entry is not None
+            record = restore.install(
+                cfg,
+                entry,
+                result.manifest,
+                prepared=built,
+                owner_and_mode=((dir_st.st_uid, dir_st.st_gid), SERVICE_DB_MODE),
+                note={"by_import": str(src)},
+            )
+            imported = None  # installed: the imported backup is the first restore point from here
+        finally:
+            if imported is not None:  # the install failed before its commit: the live DB is as it was
+                for path in (imported, imported.with_suffix(".json")):
+                    fsutil.remove_quietly(path)
+            fsutil.remove_quietly(build)
+        origin = {**provenance, "imported_backup": result.path.name, "installed_path": str(cfg.db_path)}
+        fsutil.write_json_atomic(origin_path(cfg), origin)
+        _set_counter(cfg, next_number)
+    return _result(cfg, True, origin, record.get("quarantine"), next_number)
+
+
+def _dry_run(cfg: Config, src: Path, wal: Path | None, live: list[Path], next_number: int | None) -> dict[str, Any]:
+    from . import restore  # noqa: PLC0415
+
+    in_use = None
+    try:
+        restore._refuse_if_in_use(cfg, scan_holders=True)
+    except NeoDbError as exc:
+        in_use = exc.message
+        log.warning("%s", in_use)
+    with tempfile.TemporaryDirectory(prefix="neo-db-import-dry-run-") as tmp:
+        try:
+            found = examine(src, wal, Path(tmp), cfg.integrity_max_errors)
+        except OSError as exc:
+            raise NeoDbError(f"the dry run's copy of {src} into {tmp} failed: {exc.strerror or exc}") from None
+    log.info(
+        "would install %s (%s rows) as %s, WAL mode, owner of %s, mode 0600",
+        src,
+        sum(found.tables.values()),
+        cfg.db_path,
+        cfg.db_path.parent,
+    )
+    if found.journal_mode != "wal":
+        log.info("would convert it from journal_mode=%s to WAL", found.journal_mode)
+    log.info("would record a verified backup in %s and the origin in %s", catalog.phase_dir(cfg, "imported"), origin_path(cfg))
+    if live:
+        log.info("would quarantine %s in %s (as restore does)", ", ".join(p.name for p in live), catalog.phase_dir(cfg, "abnormal"))
+    if next_number is not None:
+        log.info("would set the session counter: the next session is %s", session.format_session(cfg, next_number))
+    return {
+        **_result(cfg, True, None, None, next_number),
+        "dry_run": True,
+        "preflight": found.as_dict(),
+        "moves_aside": [str(p) for p in live],
+        "must_stop_first": in_use,
     }

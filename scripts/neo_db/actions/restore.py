@@ -236,46 +236,67 @@ def restore(cfg: Config, name: str, *, dry_run: bool, yes: bool, allow_other_db:
         )
     with state_lock(cfg):  # completes or rolls back an interrupted restore first
         _refuse_if_in_use(cfg)
-        staging = staging_dir(cfg)
-        if os.path.lexists(staging):
-            raise NeoDbError(
-                f"an earlier restore is not finished: {staging} still holds the files it moved aside",
-                hint="see the error above about it; once it is solved, any neo-db command completes that restore",
-            )
-        plan = _plan(cfg, entry, manifest, None, dry_run=False)
         if foreign:
             log.warning("restoring a backup of another database (--allow-other-db): %s", foreign)
-        live = [Path(p) for p in plan["moves_aside"]]
-        try:
-            _check_space(cfg, entry.db, live)
-            owner, mode = _live_owner_and_mode(cfg)
-            journal = _new_journal(plan, live)
-            os.mkdir(staging, 0o750)  # ours from here: a failure below rolls back what is in it
-        except OSError as exc:
-            raise NeoDbError(
-                f"restore refused: {_describe(exc)}; nothing was changed",
-                hint="fix the path named above (its permissions, its filesystem, free space), then retry",
-            ) from None
-        try:
-            _begin(cfg, staging, journal)
+        return install(cfg, entry, manifest)
+
+
+def install(
+    cfg: Config,
+    entry: catalog.Entry,
+    manifest: dict[str, Any],
+    *,
+    prepared: Path | None = None,
+    owner_and_mode: tuple[tuple[int, int], int] | None = None,
+    note: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The journaled replacement of the live DB by entry (see the module's docstring). Call under the
+    state lock, with the engine stopped. Returns the restore record.
+
+    With `prepared` (neo-db import), that file, already built and verified in WAL mode on the DB's
+    filesystem, is what goes in place instead of a copy of entry; `owner_and_mode` then overrides the
+    live DB's owner and mode; `note` is added to the plan (and so to the restore record)."""
+    assert entry.db is not None
+    staging = staging_dir(cfg)
+    if os.path.lexists(staging):
+        raise NeoDbError(
+            f"an earlier restore is not finished: {staging} still holds the files it moved aside",
+            hint="see the error above about it; once it is solved, any neo-db command completes that restore",
+        )
+    plan = {**_plan(cfg, entry, manifest, None, dry_run=False), **(note or {})}
+    live = [Path(p) for p in plan["moves_aside"]]
+    try:
+        _check_space(cfg, entry.db if prepared is None else None, live)
+        owner, mode = owner_and_mode or _live_owner_and_mode(cfg)
+        journal = _new_journal(plan, live)
+        os.mkdir(staging, 0o750)  # ours from here: a failure below rolls back what is in it
+    except OSError as exc:
+        raise NeoDbError(
+            f"restore refused: {_describe(exc)}; nothing was changed",
+            hint="fix the path named above (its permissions, its filesystem, free space), then retry",
+        ) from None
+    try:
+        _begin(cfg, staging, journal)
+        if prepared is None:
             _prepare(staging, entry.db, manifest["sha256"], owner, mode)
-            _move_aside(cfg, staging, journal)
-            journal["state"] = COMMIT
-            _write_journal(cfg, staging, journal)
-            _step("committed")
-        except BaseException as exc:
-            _fail_before_commit(cfg, staging, journal, exc)
-            raise
-        try:
-            record = _complete(cfg, staging, journal)
-        except (OSError, NeoDbError) as exc:
-            where = "the restored DB is in place, but" if _installed(cfg, staging) else "the restore is committed, but"
-            kept = f"the old files are kept in {staging / OLD}" if os.path.isdir(staging / OLD) else f"see {staging}"
-            raise NeoDbError(
-                f"{where} it could not be completed: {_describe(exc)}; {kept}",
-                hint="fix that (free space in backup_dir?), then run any neo-db command: it completes the restore first",
-            ) from None
-    return record
+        else:
+            _take_prepared(staging, prepared, owner, mode)
+        _move_aside(cfg, staging, journal)
+        journal["state"] = COMMIT
+        _write_journal(cfg, staging, journal)
+        _step("committed")
+    except BaseException as exc:
+        _fail_before_commit(cfg, staging, journal, exc)
+        raise
+    try:
+        return _complete(cfg, staging, journal)
+    except (OSError, NeoDbError) as exc:
+        where = "the restored DB is in place, but" if _installed(cfg, staging) else "the restore is committed, but"
+        kept = f"the old files are kept in {staging / OLD}" if os.path.isdir(staging / OLD) else f"see {staging}"
+        raise NeoDbError(
+            f"{where} it could not be completed: {_describe(exc)}; {kept}",
+            hint="fix that (free space in backup_dir?), then run any neo-db command: it completes the restore first",
+        ) from None
 
 
 def recover(cfg: Config) -> None:
@@ -345,12 +366,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _check_space(cfg: Config, backup: Path, live: list[Path]) -> None:
-    """Refuse before anything moves if the restored copy or the quarantine cannot fit."""
+def _check_space(cfg: Config, backup: Path | None, live: list[Path]) -> None:
+    """Refuse before anything moves if the restored copy (None: already built there) or the quarantine cannot fit."""
     db_dir = cfg.db_path.parent
-    need = backup.stat().st_size + SPACE_MARGIN
+    need = (backup.stat().st_size if backup is not None else 0) + SPACE_MARGIN
     free = fsutil.free_bytes(db_dir)
-    if free < need:
+    if backup is not None and free < need:
         raise NeoDbError(
             f"not enough space in {db_dir} for the restored copy of {backup.name}: "
             f"{need} bytes ({human_size(need)}) needed, {free} bytes ({human_size(free)}) free; nothing was changed",
@@ -465,6 +486,19 @@ def _prepare(staging: Path, backup: Path, sha256: str, owner: tuple[int, int], m
         os.chown(prepared, *owner)
     fsutil.fsync_file(prepared)
     fsutil.fsync_dir(staging)
+    _step("prepared")
+
+
+def _take_prepared(staging: Path, built: Path, owner: tuple[int, int], mode: int) -> None:
+    """neo-db import: the DB it built (WAL mode, verified) beside the live one becomes the prepared copy (a rename)."""
+    prepared = staging / PREPARED
+    os.rename(built, prepared)
+    os.chmod(prepared, mode)
+    if os.geteuid() == 0:
+        os.chown(prepared, *owner)
+    fsutil.fsync_file(prepared)
+    fsutil.fsync_dir(staging)
+    fsutil.fsync_dir(built.parent)
     _step("prepared")
 
 
