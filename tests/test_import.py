@@ -475,3 +475,59 @@ def test_imported_backups_are_listed_drilled_diffed_and_restored(box: Runtime, t
     rs = box.cli("restore", name, "--yes")
     assert rs.rc == 0, rs.err
     assert count_rows(box.db) == 103
+
+
+# ---- --adopt, and confirm's item ----
+
+
+def test_adopt_records_the_live_db_as_its_own_origin_once(box: Runtime, writer_factory) -> None:
+    r = box.cli("import", "--adopt", "--json")
+    no_crash(r)
+    assert r.rc == 6 and str(box.db) in r.err, r.err  # nothing to adopt yet
+    make_db(box.db, 40)
+    w = writer_factory(box.db)
+    w.wait_commits(2)
+    r = box.cli("import", "--adopt")
+    no_crash(r)
+    assert r.rc == 5, r.err  # the engine must be stopped
+    w.kill()
+    w.close()
+    r = box.cli("import", "--adopt", "--json")
+    assert r.rc == 0, r.err  # positive control
+    doc = r.json
+    origin = json.loads((box.state / "origin.json").read_text())
+    assert doc["changed"] is True and doc["origin"] == origin
+    assert origin["adopted"] is True and origin["source_host"] == os.uname().nodename
+    assert origin["source_path"] == str(box.db) and origin["installed_sha256"] == sha(box.db)
+    imported = box.backups / "imported" / origin["imported_backup"]
+    assert imported.is_file() and count_rows(imported) == count_rows(box.db)
+    before = box_digest(box)
+    again = box.cli("import", "--adopt", "--json")
+    assert again.rc == 0 and again.json["changed"] is False
+    assert box_digest(box) == before
+
+
+def origin_item(rt: Runtime) -> dict:
+    r = rt.cli("confirm", "--json")
+    no_crash(r)
+    return next(i for i in r.json["items"] if i["item"] == "the live DB's origin is recorded")
+
+
+def test_confirm_item_the_live_dbs_origin_is_recorded(box: Runtime) -> None:
+    make_db(box.db, 20)
+    item = origin_item(box)
+    assert item["result"] == "FAIL" and "ansible/migrate.yml" in " ".join(item["evidence"]), item
+    assert box.cli("import", "--adopt").rc == 0
+    item = origin_item(box)
+    assert item["result"] == "PASS", item
+    # the imported backup damaged (same size, one byte flipped): its sha256 no longer verifies
+    origin = json.loads((box.state / "origin.json").read_text())
+    imported = box.backups / "imported" / origin["imported_backup"]
+    data = bytearray(imported.read_bytes())
+    data[-1] ^= 0xFF
+    imported.write_bytes(bytes(data))
+    item = origin_item(box)
+    assert item["result"] == "FAIL" and "sha256" in " ".join(item["evidence"]), item
+    imported.unlink()
+    item = origin_item(box)
+    assert item["result"] == "FAIL" and "neo-db import" in " ".join(item["evidence"]), item

@@ -239,10 +239,11 @@ def provisioned(runtime: Runtime, tmp_path: Path) -> Runtime:
         metrics_textfile_dir=str(tmp_path / "textfile"),
         notify_explicitly_off=True,
     )
-    for d in ("", "pre_session", "post_session", "abnormal_stop", "manual"):  # as the neo_runtime role makes them
+    for d in ("", "pre_session", "post_session", "abnormal_stop", "manual", "imported", "legacy"):  # as the neo_runtime role makes them
         (runtime.backups / d).mkdir(exist_ok=True)
         (runtime.backups / d).chmod(0o750)
     make_db(runtime.db)
+    assert runtime.cli("import", "--adopt").rc == 0  # no migration here: the DB is its own origin (as make demo does)
     start_session(runtime)
     runtime.stop()
     assert runtime.cli("drill").rc == 0
@@ -259,6 +260,7 @@ def test_confirm_passes_when_everything_is_wired(provisioned: Runtime) -> None:
         "retention is defined": "PASS",
         "Hetzner backups are on": "PASS",
         "the last restore drill passed": "PASS",
+        "the live DB's origin is recorded": "PASS",
         "metrics are fresh": "PASS",
         "a notifier is configured, or none is an explicit choice": "PASS",
     }

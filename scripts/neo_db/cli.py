@@ -367,8 +367,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
         _emit(args, doc, text)
         return OK
-    if args.adopt or args.legacy:
-        raise UsageError("import --adopt and --legacy are not available yet")
+    if args.adopt:
+        if args.source:
+            raise UsageError("import --adopt takes no SOURCE: it records the live DB itself")
+        doc = importer.adopt(_load(args), dry_run=args.dry_run)
+        verb = "adopted" if doc["changed"] else "unchanged: already recorded"
+        _emit(args, doc, f"{verb}: {doc['installed']} (imported backup {doc['imported_backup'] or '-'})")
+        return OK
+    if args.legacy:
+        raise UsageError("import --legacy is not available yet")
     if not args.source:
         raise UsageError("import needs SOURCE (or --preflight SOURCE, --show, --legacy DIR, --adopt)", hint="'neo-db import --help'")
     cfg = _load(args)

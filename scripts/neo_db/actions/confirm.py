@@ -7,7 +7,8 @@ Each item is PASS or FAIL with its evidence:
   3. the backup paths are verified (exist, real dirs, owner and mode, local filesystem);
   4. retention is defined (the policy, and what a prune would keep now);
   5. Hetzner backups are on (the fact the hetzner_backups role recorded);
-  6. the last restore drill passed, recently.
+  6. the last restore drill passed, recently;
+  7. the live DB's origin is recorded (neo-db import: origin.json, its imported backup verified by sha256).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from .. import catalog, fsutil, sqlitedb, systemd
 from ..config import Config
 from ..errors import UsageError
-from . import drill, monitoring_checks, prune
+from . import drill, importer, monitoring_checks, prune
 
 
 @dataclasses.dataclass
@@ -275,6 +276,7 @@ def run(cfg: Config) -> list[Item]:
     items.append(_retention(cfg))
     items.append(_hetzner(cfg))
     items.append(_drill(cfg))
+    items.append(Item("the live DB's origin is recorded", *importer.origin_check(cfg)))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
     return items
 

@@ -530,3 +530,78 @@ def _dry_run(cfg: Config, src: Path, wal: Path | None, live: list[Path], next_nu
         "moves_aside": [str(p) for p in live],
         "must_stop_first": in_use,
     }
+
+
+# ---- --adopt: a DB the engine created on this box is its own origin ----
+
+
+def adopt(cfg: Config, *, dry_run: bool) -> dict[str, Any]:
+    """Record the live DB as its own origin: an imported backup of it (taken like a manual backup), and
+    origin.json with source_host = this host and "adopted": true. The engine must be stopped. Idempotent."""
+    import socket  # noqa: PLC0415
+
+    from ..errors import DbMissingError  # noqa: PLC0415
+    from . import backup, restore  # noqa: PLC0415
+
+    origin = load_origin(cfg)
+    if origin is not None and _imported_entry(cfg, origin) is not None:
+        log.info("the origin of %s is already recorded (%s)", cfg.db_path, origin.get("imported_backup"))
+        return _result(cfg, False, origin, None, None)
+    if not cfg.db_path.is_file():
+        raise DbMissingError(
+            f"there is no live DB at {cfg.db_path} to adopt (db_path in {cfg.source})",
+            hint="import one instead: ansible/migrate.yml, or 'neo-db import SOURCE'",
+        )
+    if dry_run:
+        log.info("would record %s as its own origin, with a verified backup in %s", cfg.db_path, catalog.phase_dir(cfg, "imported"))
+        return {**_result(cfg, True, None, None, None), "dry_run": True}
+    with state_lock(cfg):
+        restore._refuse_if_in_use(cfg)
+        backup.clean_stale_temps(cfg)
+        st = cfg.db_path.stat()
+        wal = Path(f"{cfg.db_path}-wal")
+        live_sha = fsutil.sha256_file(cfg.db_path)
+        with open(cfg.db_path, "rb") as fh:
+            mode = _journal_mode(fh.read(100))
+        result = backup.take_backup(cfg, "imported", None, "adopt", require_intact=True)
+        found = Examined(
+            source=cfg.db_path,
+            sha256=live_sha,
+            wal_sha256=fsutil.sha256_file(wal) if wal.is_file() and wal.stat().st_size else None,
+            journal_mode=mode,
+            page_count=int(result.manifest.get("pages") or 0),
+            tables=dict(result.manifest.get("row_counts") or {}),
+            size_bytes=st.st_size,
+            mtime=catalog.iso(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)),
+            copy=result.path,
+        )
+        provenance = _provenance(found, host=socket.gethostname(), path=str(cfg.db_path), installed_sha=live_sha, adopted=True)
+        provenance["converted_from"] = None  # nothing was converted: the engine made it here
+        manifest = {**result.manifest, **provenance}
+        fsutil.write_json_atomic(result.path.with_suffix(".json"), manifest)
+        origin = {**provenance, "imported_backup": result.path.name, "installed_path": str(cfg.db_path)}
+        fsutil.write_json_atomic(origin_path(cfg), origin)
+    return _result(cfg, True, origin, None, None)
+
+
+def origin_check(cfg: Config) -> tuple[bool, list[str]]:
+    """confirm's item: origin.json exists, and its imported backup exists and verifies by sha256."""
+    fix = "run ansible/migrate.yml (or 'neo-db import SOURCE' on the box; 'neo-db import --adopt' for a DB the engine made here)"
+    path = origin_path(cfg)
+    try:
+        origin = load_origin(cfg)
+    except NeoDbError as exc:
+        return False, [exc.message, fix]
+    if origin is None:
+        return False, [f"no origin record {path}: where the live DB came from is not recorded", fix]
+    name = origin.get("imported_backup")
+    entry = _imported_entry(cfg, origin)
+    where = f"{origin.get('source_host') or '?'}:{origin.get('source_path') or '?'}"
+    head = f"{path}: from {where}, source sha256 {str(origin.get('source_sha256'))[:16]}…, imported {origin.get('imported_at')}"
+    if entry is None or entry.db is None:
+        return False, [head, f"its imported backup {name!r} is not in {catalog.phase_dir(cfg, 'imported')}", fix]
+    expected = (entry.manifest or {}).get("sha256")
+    actual = fsutil.sha256_file(entry.db)
+    if actual != expected:
+        return False, [head, f"{entry.db}: sha256 {actual[:16]}… does not match its manifest's {str(expected)[:16]}…", fix]
+    return True, [head, f"imported backup {entry.db.name}: sha256 verified"]
