@@ -531,3 +531,98 @@ def test_confirm_item_the_live_dbs_origin_is_recorded(box: Runtime) -> None:
     imported.unlink()
     item = origin_item(box)
     assert item["result"] == "FAIL" and "neo-db import" in " ".join(item["evidence"]), item
+
+
+# ---- --legacy DIR: the Windows-era FLAG-049 backups ----
+
+
+@pytest.fixture
+def legacy_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "windows-backups"
+    d.mkdir()
+    make_source(d / "neo_live_stage1.db.bak.20260421T165223Z", rows=60)
+    make_source(d / "neo_live_stage1.db.post.20260420T100000Z", rows=50)
+    make_source(d / "neo_live_stage1.db.bak.20260419T080000Z", rows=40)
+    corrupt_page(d / "neo_live_stage1.db.bak.20260419T080000Z")
+    make_source(d / "neo_live_stage1.db.bak.20261341T000000Z", rows=30)  # month 13, day 41
+    (d / "notes.txt").write_text("Katja's notes\n")
+    make_source(d / "other.db.bak.20260421T165223Z", rows=5)  # another DB's backup
+    return d
+
+
+def test_legacy_backups_are_imported_the_corrupt_and_impossible_ones_skipped_others_ignored(box: Runtime, legacy_dir: Path) -> None:
+    before = box_digest(box)
+    dry = box.cli("import", "--legacy", str(legacy_dir), "--dry-run", "--json")
+    assert dry.rc == 1, dry.err
+    assert box_digest(box) == before  # --dry-run changes nothing
+    r = box.cli("import", "--legacy", str(legacy_dir), "--json")
+    no_crash(r)
+    assert r.rc == 1, r.err  # a corrupt candidate: reported, the rest still imported
+    doc = r.json
+    assert doc["changed"] is True
+    assert sorted(doc["imported"]) == ["neo_live_stage1_legacy_2026-04-20T10-00-00Z.db", "neo_live_stage1_legacy_2026-04-21T16-52-23Z.db"]
+    skipped = {s["name"]: s["reason"] for s in doc["skipped"]}
+    assert (
+        "integrity" in skipped["neo_live_stage1.db.bak.20260419T080000Z"]
+        or "malformed" in skipped["neo_live_stage1.db.bak.20260419T080000Z"]
+    )
+    assert "impossible date" in skipped["neo_live_stage1.db.bak.20261341T000000Z"]
+    assert set(doc["ignored"]) == {"notes.txt", "other.db.bak.20260421T165223Z"}
+    assert "20261341T000000Z" in r.err and "20260419T080000Z" in r.err  # reported to the operator too
+    m = json.loads((box.backups / "legacy" / "neo_live_stage1_legacy_2026-04-21T16-52-23Z.json").read_text())
+    assert m["original_name"] == "neo_live_stage1.db.bak.20260421T165223Z" and m["legacy_kind"] == "bak"
+    assert m["source_sha256"] == sha(legacy_dir / "neo_live_stage1.db.bak.20260421T165223Z")
+    assert m["integrity_check"] == ["ok"] and m["row_counts"] == {"trades": 60}
+    rows = {b["name"]: b for b in box.cli("list", "--json").json["backups"] if b["phase"] == "legacy"}
+    assert rows["neo_live_stage1_legacy_2026-04-21T16-52-23Z"]["created"] == "2026-04-21T16:52:23Z"  # the time from the name
+    assert all(b["status"] == "verified" for b in rows.values())
+    # a rerun: everything valid is already there
+    before = box_digest(box)
+    again = box.cli("import", "--legacy", str(legacy_dir), "--json")
+    assert again.rc == 1 and again.json["changed"] is False and again.json["imported"] == []
+    assert {s["name"] for s in again.json["skipped"] if "already imported" in s["reason"]} == {
+        "neo_live_stage1.db.bak.20260421T165223Z",
+        "neo_live_stage1.db.post.20260420T100000Z",
+    }
+    assert box_digest(box) == before
+    (legacy_dir / "neo_live_stage1.db.bak.20260419T080000Z").unlink()
+    assert box.cli("import", "--legacy", str(legacy_dir)).rc == 0  # positive control: nothing corrupt left, exit 0
+    bad = box.cli("import", "--legacy", str(legacy_dir / "nope"))
+    no_crash(bad)
+    assert bad.rc == 2 and "nope" in bad.err
+
+
+def test_legacy_backups_are_drilled_diffed_and_restored(box: Runtime, legacy_dir: Path) -> None:
+    assert box.cli("import", "--legacy", str(legacy_dir)).rc == 1
+    drill = box.cli("drill", "--json")
+    assert drill.rc == 0, drill.err
+    assert drill.json["phases"]["legacy"]["result"] == "pass"
+    assert drill.json["phases"]["legacy"]["backup"] == "neo_live_stage1_legacy_2026-04-21T16-52-23Z"
+    d = box.cli("diff", "neo_live_stage1_legacy_2026-04-20T10-00-00Z", "neo_live_stage1_legacy_2026-04-21T16-52-23Z", "--json")
+    assert d.rc == 0, d.err
+    r = box.cli("restore", "neo_live_stage1_legacy_2026-04-21T16-52-23Z.db", "--yes")
+    assert r.rc == 0, r.err
+    assert count_rows(box.db) == 60
+
+
+def test_prune_keeps_a_young_legacy_backup_and_an_old_one_goes_like_any_phase(box: Runtime, tmp_path: Path) -> None:
+    box.write_config(backup_retention_count=1, backup_retention_days=14)
+    import datetime as dt
+
+    d = tmp_path / "old-windows"
+    d.mkdir()
+    young = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ")
+    for rows, ts in enumerate(("20260301T000000Z", "20260302T000000Z", young), start=10):
+        make_source(d / f"neo_live_stage1.db.bak.{ts}", rows=rows)  # distinct contents: the same sha256 is imported once
+    assert box.cli("import", "--legacy", str(d)).rc == 0
+    make_source(d / "neo_live_stage1.db.bak.20260303T000000Z", rows=20)  # not the newest: its slot is taken by the young one
+    assert box.cli("import", "--legacy", str(d)).rc == 0
+    r = box.cli("prune", "--json")
+    assert r.rc == 0, r.err
+    by_name = {x["name"]: x for x in r.json["decisions"] if x["phase"] == "legacy"}
+    young_name = "neo_live_stage1_legacy_" + dt.datetime.strptime(young, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%dT%H-%M-%SZ")
+    assert by_name[young_name]["keep"] is True
+    old = [n for n in by_name if n != young_name]
+    assert len(old) == 3 and not any(by_name[n]["keep"] for n in old), by_name
+    left = {p.name for p in (box.backups / "legacy").iterdir()}
+    assert left == {f"{young_name}.db", f"{young_name}.json"}

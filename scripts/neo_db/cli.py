@@ -375,7 +375,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         _emit(args, doc, f"{verb}: {doc['installed']} (imported backup {doc['imported_backup'] or '-'})")
         return OK
     if args.legacy:
-        raise UsageError("import --legacy is not available yet")
+        if args.source:
+            raise UsageError("import --legacy DIR takes no SOURCE")
+        doc, corrupt = importer.legacy(_load(args), args.legacy, dry_run=args.dry_run)
+        verb = "would import" if args.dry_run else "imported"
+        lines = [f"{verb}: {n}" for n in doc["imported"]] + [f"skipped: {s['name']}: {s['reason']}" for s in doc["skipped"]]
+        lines += [f"ignored: {n}" for n in doc["ignored"]]
+        _emit(args, doc, "\n".join(lines) or f"nothing in {args.legacy}")
+        return FAILURE if corrupt else OK
     if not args.source:
         raise UsageError("import needs SOURCE (or --preflight SOURCE, --show, --legacy DIR, --adopt)", hint="'neo-db import --help'")
     cfg = _load(args)

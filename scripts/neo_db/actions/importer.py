@@ -11,6 +11,7 @@ forward from a backup.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import glob
@@ -605,3 +606,119 @@ def origin_check(cfg: Config) -> tuple[bool, list[str]]:
     if actual != expected:
         return False, [head, f"{entry.db}: sha256 {actual[:16]}… does not match its manifest's {str(expected)[:16]}…", fix]
     return True, [head, f"imported backup {entry.db.name}: sha256 verified"]
+
+
+# ---- --legacy DIR: the Windows-era FLAG-049 backups ----
+
+LEGACY_TS = "%Y%m%dT%H%M%SZ"
+
+
+def _legacy_done(cfg: Config) -> dict[str, str]:
+    """source sha256 -> base name of every legacy backup already imported."""
+    done = {}
+    for e in catalog.entries(cfg, ["legacy"]):
+        digest = (e.manifest or {}).get("source_sha256")
+        if isinstance(digest, str) and e.db is not None:
+            done[digest] = e.base
+    return done
+
+
+def legacy(cfg: Config, directory: str, *, dry_run: bool) -> tuple[dict[str, Any], bool]:
+    """Import DIR's <db_name>.bak.<UTC> / .post.<UTC> files into the legacy phase. Returns (doc, any corrupt)."""
+    from . import backup  # noqa: PLC0415
+
+    top = Path(directory).absolute()
+    if not top.is_dir():
+        raise UsageError(
+            f"{top} is not a directory", hint="give the directory holding the Windows-era backups (neo_live_stage1.db.bak.<UTC>)"
+        )
+    try:
+        names = sorted(os.listdir(top))
+    except OSError as exc:
+        raise UsageError(f"{top} cannot be read: {exc.strerror or exc}") from None
+    imported: list[str] = []
+    skipped: list[dict[str, str]] = []
+    ignored: list[str] = []
+    corrupt = False
+    prefix = cfg.db_name
+    candidates: list[tuple[str, str, str]] = []
+    for name in names:
+        m = LEGACY_SUFFIX_RE.search(name)
+        if name.endswith("-wal") and name[: -len("-wal")] in names:
+            continue  # a backup's -wal: taken along with it
+        if m is None or name[: m.start()] != prefix or not (top / name).is_file():
+            ignored.append(name)
+            continue
+        candidates.append((name, m["kind"], m["ts"]))
+
+    def skip(name: str, reason: str, *, bad: bool = False) -> None:
+        nonlocal corrupt
+        corrupt = corrupt or bad
+        skipped.append({"name": name, "reason": reason})
+        (log.error if bad else log.warning if "impossible" in reason else log.info)("%s: skipped: %s", name, reason)
+
+    directory_out = catalog.phase_dir(cfg, "legacy")
+    with state_lock(cfg) if not dry_run else contextlib.nullcontext():
+        if not dry_run:
+            backup.clean_stale_temps(cfg)
+            fsutil.ensure_real_dir(directory_out)
+        done = _legacy_done(cfg)
+        bases = {e.base: e for e in catalog.entries(cfg, ["legacy"])}
+        for name, kind, stamp in candidates:
+            src = top / name
+            try:
+                ts = dt.datetime.strptime(stamp, LEGACY_TS).replace(tzinfo=dt.timezone.utc)
+            except ValueError:
+                skip(name, f"impossible date {stamp!r} in the name (expected YYYYMMDDTHHMMSSZ, a real UTC time)")
+                continue
+            digest = fsutil.sha256_file(src)
+            if digest in done:
+                skip(name, f"already imported as {done[digest]}")
+                continue
+            base = catalog.base_name(cfg.db_stem, "legacy", None, ts)
+            if base in bases:
+                skip(name, f"another legacy backup has the same time ({bases[base].base}); import it by hand if it matters")
+                continue
+            wal = Path(f"{src}-wal") if Path(f"{src}-wal").is_file() else None
+            work_parent = Path(tempfile.gettempdir()) if dry_run else directory_out
+            try:
+                with tempfile.TemporaryDirectory(prefix=f"{fsutil.TMP_PREFIX}legacy-", dir=work_parent) as tmp:
+                    try:
+                        found = examine(src, wal, Path(tmp), cfg.integrity_max_errors)
+                    except UsageError as exc:
+                        skip(name, f"corrupt: {exc.message}", bad=True)
+                        continue
+                    except IntegrityError as exc:
+                        skip(name, "corrupt: " + "; ".join(exc.errors[1:4]), bad=True)
+                        continue
+                    if dry_run:
+                        imported.append(f"{base}.db")
+                        log.info("would import %s as %s (%s rows)", name, base, sum(found.tables.values()))
+                        continue
+                    extra = {
+                        "original_name": name,
+                        "legacy_kind": kind,
+                        "source_path": str(src),
+                        "source_sha256": found.sha256,
+                        "source_wal_sha256": found.wal_sha256,
+                        "source_mtime": found.mtime,
+                        "source_journal_mode": found.journal_mode,
+                        "imported_at": catalog.iso(catalog.utcnow()),
+                    }
+                    result = backup.take_backup(
+                        cfg, "legacy", None, "legacy-import", require_intact=True, base=base, now=ts, source=found.copy, extra=extra
+                    )
+            except backup.BackupNotIntact as exc:
+                skip(name, f"corrupt: the copy fails integrity_check: {exc.message}", bad=True)
+                continue
+            except OSError as exc:
+                raise _no_space(directory_out, exc) from None
+            imported.append(result.path.name)
+            done[digest] = base
+            log.info("imported %s as %s", name, result.path.name)
+    for name in ignored:
+        log.info("%s: ignored (not a %s.bak.<UTC> or .post.<UTC> backup)", name, prefix)
+    doc = {"changed": bool(imported) and not dry_run, "imported": imported, "skipped": skipped, "ignored": ignored}
+    if dry_run:
+        doc["dry_run"] = True
+    return doc, corrupt
