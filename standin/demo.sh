@@ -50,6 +50,14 @@ in_vps systemctl stop neo-engine
 session=$(in_vps sh -c 'sed -n "s/^NEO_SESSION_ID=//p" /opt/neo/runtime/state/session.env')
 in_vps journalctl -u neo-engine -o cat --no-pager -n 40 | grep -E "session|backup|demo-engine" | tail -n 12
 
+step "no migration on the demo box: record the demo engine's DB as its own origin (neo-db import --adopt)"
+show=$(in_vps neo-db import --show --json)
+if [ "$(printf '%s' "$show" | python3 -c 'import json, sys; print(json.load(sys.stdin)["origin"] is None)')" = True ]; then
+  in_vps neo-db import --adopt
+else
+  echo "the origin is already recorded (neo-db import --show)"
+fi
+
 step "backups (neo-db list)"
 in_vps neo-db list
 
