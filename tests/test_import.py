@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -626,3 +627,79 @@ def test_prune_keeps_a_young_legacy_backup_and_an_old_one_goes_like_any_phase(bo
     assert len(old) == 3 and not any(by_name[n]["keep"] for n in old), by_name
     left = {p.name for p in (box.backups / "legacy").iterdir()}
     assert left == {f"{young_name}.db", f"{young_name}.json"}
+
+
+@pytest.fixture
+def role_box() -> Iterator[Runtime]:
+    """The runtime tree exactly as neo_runtime leaves it: every directory the service user's
+    (nobody here), reachable by it (pytest's own tmp dirs are 0700 root)."""
+    top = Path(tempfile.mkdtemp(prefix="neo-import-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        root = top / "runtime"
+        rt = Runtime(root, top / "db_safeguards.yml")
+        rt.write_config(
+            db_path=str(root / "db" / "neo_live_stage1.db"),
+            backup_dir=str(root / "backups"),
+            exports_dir=str(root / "exports"),
+            state_dir=str(root / "state"),
+        )
+        rt.config_path.chmod(0o644)
+        for d in [root, root / "db", root / "exports", root / "state", root / "backups", *(root / "backups" / s for s in PHASE_SUBDIRS)]:
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, 65534, 65534)
+        (root / "db").chmod(0o700)
+        yield rt
+    finally:
+        shutil.rmtree(top)
+
+
+def as_service_user(rt: Runtime, *args: str) -> Result:
+    proc = subprocess.run(
+        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=rt.env(),
+        timeout=120,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_what_a_root_import_writes_belongs_to_the_service_user_who_runs_the_sessions(role_box: Runtime, tmp_path: Path) -> None:
+    """The playbook runs import as root; the engine's hooks, the drill and prune run as the service
+    user. Seen failing: the counter, the imported and legacy backups and their manifests were
+    root:root 0640, so the first session was S003 (the counter unreadable) and the drill skipped
+    the imported backup ("FAILED check" in list)."""
+    src = staged(tmp_path, rows=60, wal_rows=10)
+    r = role_box.cli("import", str(src), "--source-sha256", sha(src), "--next-session", "S051", "--json")
+    assert r.rc == 0, r.err
+    legacy_dir = tmp_path / "legacy"
+    legacy_dir.mkdir()
+    make_source(legacy_dir / "neo_live_stage1.db.bak.20260421T165223Z", 30)
+    assert role_box.cli("import", "--legacy", str(legacy_dir), "--json").rc == 0
+    written = [
+        p
+        for d in (role_box.state, role_box.backups / "imported", role_box.backups / "legacy")
+        for p in d.iterdir()
+        if p.name != "neo-db.lock"
+    ]
+    assert any(p.name == "session_counter.json" for p in written) and any(p.name == "origin.json" for p in written)
+    assert len([p for p in written if p.suffix == ".db"]) == 2
+    assert {p.name: p.stat().st_uid for p in written} == {p.name: 65534 for p in written}
+    # what the service user does next: list sees both backups verified, the session is S051
+    listed = as_service_user(role_box, "list", "--json")
+    assert listed.rc == 0, listed.err
+    assert "FAILED" not in listed.out and "imported" in listed.out and "legacy" in listed.out
+    start = as_service_user(role_box, "session-start", "--json")
+    assert start.rc == 0, start.err
+    assert json.loads((role_box.state / "current_session.json").read_text())["session"] == "S051"
+    # positive control of the probe: a file root writes into a root-owned directory stays root's
+    (role_box.state / "root-only").mkdir()
+    os.chown(role_box.state / "root-only", 0, 0)
+    subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from neo_db import fsutil; "
+         "fsutil.write_json_atomic(Path(sys.argv[2]), {})", str(NEO_DB.parent), str(role_box.state / "root-only" / "x.json")],
+        check=True,
+    )  # fmt: skip
+    assert (role_box.state / "root-only" / "x.json").stat().st_uid == 0

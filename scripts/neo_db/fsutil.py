@@ -88,6 +88,15 @@ def tmp_path_for(final: Path) -> Path:
     return final.with_name(f"{TMP_PREFIX}{final.name}.{os.getpid()}")
 
 
+def chown_like_parent(path: Path) -> None:
+    """Run as root (an operator's command, the playbooks), a file neo-db writes takes the owner
+    of its directory, as its neighbours have: the service user, who must read it later (the
+    session counter, a backup and its manifest). A root-owned directory keeps root's files."""
+    if os.geteuid() == 0:
+        parent = os.stat(path.parent)
+        os.chown(path, parent.st_uid, parent.st_gid, follow_symlinks=False)
+
+
 def write_bytes_atomic(final: Path, data: bytes, mode: int = 0o640) -> None:
     tmp = tmp_path_for(final)
     try:
@@ -101,6 +110,7 @@ def write_bytes_atomic(final: Path, data: bytes, mode: int = 0o640) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            chown_like_parent(tmp)
             os.replace(tmp, final)
     except BaseException:
         remove_quietly(tmp)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import fsutil
 from .config import Config
 from .errors import LockedError, PathError
 
@@ -29,6 +30,7 @@ def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
     try:
         os.makedirs(cfg.state_dir, mode=0o750, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        fsutil.chown_like_parent(lock)  # made by root first: still the service user's to open
     except OSError as exc:
         raise PathError.from_os_error(exc, key="state_dir", key_path=cfg.state_dir, source=cfg.source) from None
     deadline = time.monotonic() + wait

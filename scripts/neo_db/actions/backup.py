@@ -296,6 +296,8 @@ def take_backup(
                 os.fsync(fd)
         finally:
             os.close(fd)
+        for path in (tmp, manifest_tmp):  # run as root (import, an operator): the service user's, as its neighbours
+            fsutil.chown_like_parent(path)
         os.replace(tmp, final)
         os.replace(manifest_tmp, manifest_final)
         fsutil.fsync_dir(directory)

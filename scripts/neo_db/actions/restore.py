@@ -402,10 +402,7 @@ def _check_space(cfg: Config, backup: Path | None, live: list[Path]) -> None:
         )
 
 
-def _chown_like_parent(path: Path) -> None:
-    if os.geteuid() == 0:  # like its neighbours: owned by the service user who owns the directory
-        parent = os.stat(path.parent)
-        os.chown(path, parent.st_uid, parent.st_gid, follow_symlinks=False)
+_chown_like_parent = fsutil.chown_like_parent
 
 
 def _write_journal(cfg: Config, staging: Path, journal: dict[str, Any]) -> None:
