@@ -12,13 +12,12 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import FLAG049, NEO_DB, SYSTEM_PYTHON, Result, Runtime, count_rows, make_db
+from conftest import FLAG049, NEO_DB, PHASE_SUBDIRS, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows, make_db
 
 
 def no_crash(r: Result, where: str = "") -> None:
@@ -224,8 +223,6 @@ def test_show_on_a_fresh_box_and_the_highest_session(runtime: Runtime) -> None:
 
 
 # ---- neo-db import SOURCE (on the box) ----
-
-PHASE_SUBDIRS = ("pre_session", "post_session", "abnormal_stop", "manual", "imported", "legacy")
 
 
 @pytest.fixture
@@ -627,43 +624,6 @@ def test_prune_keeps_a_young_legacy_backup_and_an_old_one_goes_like_any_phase(bo
     assert len(old) == 3 and not any(by_name[n]["keep"] for n in old), by_name
     left = {p.name for p in (box.backups / "legacy").iterdir()}
     assert left == {f"{young_name}.db", f"{young_name}.json"}
-
-
-@pytest.fixture
-def role_box() -> Iterator[Runtime]:
-    """The runtime tree exactly as neo_runtime leaves it: every directory the service user's
-    (nobody here), reachable by it (pytest's own tmp dirs are 0700 root)."""
-    top = Path(tempfile.mkdtemp(prefix="neo-import-", dir="/tmp"))
-    try:
-        top.chmod(0o755)
-        root = top / "runtime"
-        rt = Runtime(root, top / "db_safeguards.yml")
-        rt.write_config(
-            db_path=str(root / "db" / "neo_live_stage1.db"),
-            backup_dir=str(root / "backups"),
-            exports_dir=str(root / "exports"),
-            state_dir=str(root / "state"),
-        )
-        rt.config_path.chmod(0o644)
-        for d in [root, root / "db", root / "exports", root / "state", root / "backups", *(root / "backups" / s for s in PHASE_SUBDIRS)]:
-            d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, 65534, 65534)
-        (root / "db").chmod(0o700)
-        yield rt
-    finally:
-        shutil.rmtree(top)
-
-
-def as_service_user(rt: Runtime, *args: str) -> Result:
-    proc = subprocess.run(
-        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=rt.env(),
-        timeout=120,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def test_what_a_root_import_writes_belongs_to_the_service_user_who_runs_the_sessions(role_box: Runtime, tmp_path: Path) -> None:
