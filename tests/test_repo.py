@@ -73,3 +73,15 @@ def test_molecule_converges_the_production_inventorys_host_variables() -> None:
     assert platforms["neo-vps-prod-molecule"]["groups"] == ["neo_vps"]
     host_vars = scenario["provisioner"]["inventory"]["host_vars"]["neo-vps-prod-molecule"]
     assert {k: host_vars.get(k) for k in wanted} == wanted
+
+
+def test_no_tracked_symlink_points_outside_the_repository() -> None:
+    """A worktree's shared-venv link (.venv -> /work/main/.venv) was committed once: .gitignore's
+    '.venv/' matches a directory only, not a link. Every clone got a dangling .venv."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s"], capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000 ")]
+    assert links, "positive control: the repository does track a symlink (ansible/group_vars)"
+    outside = [f"{name} -> {(ROOT / name).readlink()}" for name in links if not (ROOT / name).resolve().is_relative_to(ROOT.resolve())]
+    assert not outside, f"tracked symlinks pointing outside the repository: {outside}"
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", ".venv"], check=False)
+    assert ignored.returncode == 0, ".venv (a directory or a link to a shared one) must be ignored"
