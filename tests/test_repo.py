@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,22 @@ def test_no_tracked_symlink_points_outside_the_repository() -> None:
     assert not outside, f"tracked symlinks pointing outside the repository: {outside}"
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", ".venv"], check=False)
     assert ignored.returncode == 0, ".venv (a directory or a link to a shared one) must be ignored"
+
+
+def test_make_pythons_fails_when_an_interpreter_is_missing(tmp_path: Path) -> None:
+    """neo-db must run on Python 3.10-3.13: a `make pythons` that finds none of them but the distro's
+    must not pass `make test` by printing MISSING. PYTHONS_ALLOW_MISSING=1 says so on purpose."""
+    env = {
+        "PATH": "/usr/bin:/bin",  # no pyenv shims, no python3.1x but the distro's
+        "HOME": str(tmp_path),  # no ~/.pyenv/versions
+        "VENV": str(Path(sys.executable).parent.parent),
+    }
+    missing = subprocess.run(["bash", str(ROOT / "tests" / "pythons.sh")], env=env, capture_output=True, text=True, check=False)
+    assert "MISSING" in missing.stdout, missing.stdout + missing.stderr
+    assert missing.returncode != 0, f"make pythons passed with interpreters missing:\n{missing.stdout}"
+    # positive control: the same run, missing interpreters allowed on purpose, passes and still names them
+    allowed = subprocess.run(
+        ["bash", str(ROOT / "tests" / "pythons.sh")], env={**env, "PYTHONS_ALLOW_MISSING": "1"}, capture_output=True, text=True, check=False
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "MISSING" in allowed.stdout
