@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -244,3 +245,43 @@ def seqs_in(path: Path) -> set[int]:
         return {r[0] for r in conn.execute("SELECT seq FROM ticks")}
     finally:
         conn.close()
+
+
+PHASE_SUBDIRS = ("pre_session", "post_session", "abnormal_stop", "manual", "imported", "legacy")
+
+
+@pytest.fixture
+def role_box() -> Iterator[Runtime]:
+    """The runtime tree exactly as neo_runtime leaves it: every directory the service user's
+    (nobody here), reachable by it (pytest's own tmp dirs are 0700 root)."""
+    top = Path(tempfile.mkdtemp(prefix="neo-import-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        root = top / "runtime"
+        rt = Runtime(root, top / "db_safeguards.yml")
+        rt.write_config(
+            db_path=str(root / "db" / "neo_live_stage1.db"),
+            backup_dir=str(root / "backups"),
+            exports_dir=str(root / "exports"),
+            state_dir=str(root / "state"),
+        )
+        rt.config_path.chmod(0o644)
+        for d in [root, root / "db", root / "exports", root / "state", root / "backups", *(root / "backups" / s for s in PHASE_SUBDIRS)]:
+            d.mkdir(parents=True, exist_ok=True)
+            os.chown(d, 65534, 65534)
+        (root / "db").chmod(0o700)
+        yield rt
+    finally:
+        shutil.rmtree(top)
+
+
+def as_service_user(rt: Runtime, *args: str) -> Result:
+    proc = subprocess.run(
+        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=rt.env(),
+        timeout=120,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -12,13 +12,13 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import FLAG049, NEO_DB, SYSTEM_PYTHON, Result, Runtime, count_rows, make_db
+from conftest import FLAG049, NEO_DB, PHASE_SUBDIRS, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows, make_db
+from test_restore import leave_wal
 
 
 def no_crash(r: Result, where: str = "") -> None:
@@ -224,8 +224,6 @@ def test_show_on_a_fresh_box_and_the_highest_session(runtime: Runtime) -> None:
 
 
 # ---- neo-db import SOURCE (on the box) ----
-
-PHASE_SUBDIRS = ("pre_session", "post_session", "abnormal_stop", "manual", "imported", "legacy")
 
 
 @pytest.fixture
@@ -629,43 +627,6 @@ def test_prune_keeps_a_young_legacy_backup_and_an_old_one_goes_like_any_phase(bo
     assert left == {f"{young_name}.db", f"{young_name}.json"}
 
 
-@pytest.fixture
-def role_box() -> Iterator[Runtime]:
-    """The runtime tree exactly as neo_runtime leaves it: every directory the service user's
-    (nobody here), reachable by it (pytest's own tmp dirs are 0700 root)."""
-    top = Path(tempfile.mkdtemp(prefix="neo-import-", dir="/tmp"))
-    try:
-        top.chmod(0o755)
-        root = top / "runtime"
-        rt = Runtime(root, top / "db_safeguards.yml")
-        rt.write_config(
-            db_path=str(root / "db" / "neo_live_stage1.db"),
-            backup_dir=str(root / "backups"),
-            exports_dir=str(root / "exports"),
-            state_dir=str(root / "state"),
-        )
-        rt.config_path.chmod(0o644)
-        for d in [root, root / "db", root / "exports", root / "state", root / "backups", *(root / "backups" / s for s in PHASE_SUBDIRS)]:
-            d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, 65534, 65534)
-        (root / "db").chmod(0o700)
-        yield rt
-    finally:
-        shutil.rmtree(top)
-
-
-def as_service_user(rt: Runtime, *args: str) -> Result:
-    proc = subprocess.run(
-        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=rt.env(),
-        timeout=120,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
 def test_what_a_root_import_writes_belongs_to_the_service_user_who_runs_the_sessions(role_box: Runtime, tmp_path: Path) -> None:
     """The playbook runs import as root; the engine's hooks, the drill and prune run as the service
     user. Seen failing: the counter, the imported and legacy backups and their manifests were
@@ -703,3 +664,43 @@ def test_what_a_root_import_writes_belongs_to_the_service_user_who_runs_the_sess
         check=True,
     )  # fmt: skip
     assert (role_box.state / "root-only" / "x.json").stat().st_uid == 0
+
+
+def test_an_import_that_fails_after_its_commit_keeps_the_imported_backup_of_the_db_it_installed(box: Runtime, tmp_path: Path) -> None:
+    """restore.install can fail AFTER its commit (the new DB in place, the quarantine not finished):
+    here backup_dir is another filesystem that runs out of inodes while the old DB is copied into the
+    quarantine. The DB import installed is then the live DB: its imported backup (the first restore
+    point) and origin.json must stay, not be removed as if the live DB were still the old one."""
+    make_db(box.db, rows=40)
+    leave_wal(box.db, inserts=10)
+    old = {p.name: sha(p) for p in box.db.parent.iterdir() if p.name.startswith(box.db.name)}
+    assert len(old) == 3
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(box.backups)], check=True)
+    try:
+        for sub in PHASE_SUBDIRS:
+            (box.backups / sub).mkdir()
+        st = os.statvfs(box.backups)
+        used = st.f_files - st.f_ffree
+        # the imported backup and its manifest fit; the quarantine's temp dir and its 3 copies do not
+        subprocess.run(["mount", "-o", f"remount,nr_inodes={used + 4}", str(box.backups)], check=True)
+        src = staged(tmp_path, rows=70)
+        r = box.cli("import", str(src), "--replace", "--json")
+        assert r.rc == 1, r.err
+        assert "the restored DB is in place" in r.err and "Traceback" not in r.err, r.err
+        assert count_rows(box.db) == 70, "the imported DB is the live DB"
+        imported = [p for p in (box.backups / "imported").iterdir() if p.suffix == ".db"]
+        assert len(imported) == 1, f"the imported backup of the live DB was removed: {sorted(os.listdir(box.backups / 'imported'))}"
+        origin = json.loads((box.state / "origin.json").read_text())
+        assert origin["imported_backup"] == imported[0].name and origin["installed_sha256"] == sha(box.db)
+        # the old files are kept (never deleted): in the restore's staging dir until the quarantine fits
+        kept = box.db.parent / f".{box.db.name}.restore" / "old"
+        assert {p.name: sha(p) for p in kept.iterdir() if p.name in old} == old
+        # positive control: with room again, the next run finishes the quarantine, and a rerun of the import is a no-op
+        subprocess.run(["mount", "-o", "remount,nr_inodes=100000", str(box.backups)], check=True)
+        assert box.cli("check").rc == 0
+        assert not kept.exists()
+        again = box.cli("import", str(src), "--json")
+        assert again.rc == 0, again.err
+        assert again.json["changed"] is False
+    finally:
+        subprocess.run(["umount", "-l", str(box.backups)], check=False)

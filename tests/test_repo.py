@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,34 @@ def test_molecule_converges_the_production_inventorys_host_variables() -> None:
     assert platforms["neo-vps-prod-molecule"]["groups"] == ["neo_vps"]
     host_vars = scenario["provisioner"]["inventory"]["host_vars"]["neo-vps-prod-molecule"]
     assert {k: host_vars.get(k) for k in wanted} == wanted
+
+
+def test_no_tracked_symlink_points_outside_the_repository() -> None:
+    """A worktree's shared-venv link (.venv -> /work/main/.venv) was committed once: .gitignore's
+    '.venv/' matches a directory only, not a link. Every clone got a dangling .venv."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s"], capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000 ")]
+    assert links, "positive control: the repository does track a symlink (ansible/group_vars)"
+    outside = [f"{name} -> {(ROOT / name).readlink()}" for name in links if not (ROOT / name).resolve().is_relative_to(ROOT.resolve())]
+    assert not outside, f"tracked symlinks pointing outside the repository: {outside}"
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", ".venv"], check=False)
+    assert ignored.returncode == 0, ".venv (a directory or a link to a shared one) must be ignored"
+
+
+def test_make_pythons_fails_when_an_interpreter_is_missing(tmp_path: Path) -> None:
+    """neo-db must run on Python 3.10-3.13: a `make pythons` that finds none of them but the distro's
+    must not pass `make test` by printing MISSING. PYTHONS_ALLOW_MISSING=1 says so on purpose."""
+    env = {
+        "PATH": "/usr/bin:/bin",  # no pyenv shims, no python3.1x but the distro's
+        "HOME": str(tmp_path),  # no ~/.pyenv/versions
+        "VENV": str(Path(sys.executable).parent.parent),
+    }
+    missing = subprocess.run(["bash", str(ROOT / "tests" / "pythons.sh")], env=env, capture_output=True, text=True, check=False)
+    assert "MISSING" in missing.stdout, missing.stdout + missing.stderr
+    assert missing.returncode != 0, f"make pythons passed with interpreters missing:\n{missing.stdout}"
+    # positive control: the same run, missing interpreters allowed on purpose, passes and still names them
+    allowed = subprocess.run(
+        ["bash", str(ROOT / "tests" / "pythons.sh")], env={**env, "PYTHONS_ALLOW_MISSING": "1"}, capture_output=True, text=True, check=False
+    )
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "MISSING" in allowed.stdout

@@ -476,24 +476,37 @@ def install(
             imported = result.path
             entry = catalog.find(cfg, result.path.name)
             assert entry is not None
-            record = restore.install(
-                cfg,
-                entry,
-                result.manifest,
-                prepared=built,
-                owner_and_mode=((dir_st.st_uid, dir_st.st_gid), SERVICE_DB_MODE),
-                note={"by_import": str(src)},
-            )
+            try:
+                record = restore.install(
+                    cfg,
+                    entry,
+                    result.manifest,
+                    prepared=built,
+                    owner_and_mode=((dir_st.st_uid, dir_st.st_gid), SERVICE_DB_MODE),
+                    note={"by_import": str(src)},
+                )
+            except NeoDbError:
+                if _live_is_installed(cfg, provenance):
+                    # Failed after its commit (the quarantine not finished; the next run completes it):
+                    # the built DB is the live DB, so its imported backup and its origin stay.
+                    imported = None
+                    fsutil.write_json_atomic(origin_path(cfg), _origin_doc(cfg, provenance, result.path))
+                    _set_counter(cfg, next_number)
+                raise
             imported = None  # installed: the imported backup is the first restore point from here
         finally:
             if imported is not None:  # the install failed before its commit: the live DB is as it was
                 for path in (imported, imported.with_suffix(".json")):
                     fsutil.remove_quietly(path)
             fsutil.remove_quietly(build)
-        origin = {**provenance, "imported_backup": result.path.name, "installed_path": str(cfg.db_path)}
+        origin = _origin_doc(cfg, provenance, result.path)
         fsutil.write_json_atomic(origin_path(cfg), origin)
         _set_counter(cfg, next_number)
     return _result(cfg, True, origin, record.get("quarantine"), next_number)
+
+
+def _origin_doc(cfg: Config, provenance: dict[str, Any], imported: Path) -> dict[str, Any]:
+    return {**provenance, "imported_backup": imported.name, "installed_path": str(cfg.db_path)}
 
 
 def _dry_run(cfg: Config, src: Path, wal: Path | None, live: list[Path], next_number: int | None) -> dict[str, Any]:
@@ -580,7 +593,7 @@ def adopt(cfg: Config, *, dry_run: bool) -> dict[str, Any]:
         provenance["converted_from"] = None  # nothing was converted: the engine made it here
         manifest = {**result.manifest, **provenance}
         fsutil.write_json_atomic(result.path.with_suffix(".json"), manifest)
-        origin = {**provenance, "imported_backup": result.path.name, "installed_path": str(cfg.db_path)}
+        origin = _origin_doc(cfg, provenance, result.path)
         fsutil.write_json_atomic(origin_path(cfg), origin)
     return _result(cfg, True, origin, None, None)
 

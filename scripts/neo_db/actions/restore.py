@@ -332,12 +332,17 @@ def recover(cfg: Config) -> None:
         # The restored DB is in place: what is missing is the quarantine. Sessions go on; the
         # old files stay in the staging dir (never deleted) and every neo-db run retries.
         _unfinished.add(staging)
+        fix = (
+            "run any neo-db command as root once (the restore ran as root), or give those files to the service user"
+            if isinstance(exc, PermissionError)
+            else f"free space in {catalog.phase_dir(cfg, 'abnormal')}?"
+        )
         log.error(
             "the restored DB is in place, but the interrupted restore could not be finished: %s. What it moved aside "
-            "stays in %s (never deleted); every neo-db run retries (free space in %s?)",
+            "stays in %s (never deleted); every neo-db run retries (%s)",
             _describe(exc),
             staging,
-            catalog.phase_dir(cfg, "abnormal"),
+            fix,
         )
 
 
@@ -587,6 +592,8 @@ def _quarantine(cfg: Config, staging: Path, journal: dict[str, Any]) -> None:
         # A run killed after the quarantine got its name: check it is this restore's, and complete.
         try:
             doc = fsutil.read_json(quarantine / "stop.json")
+        except PermissionError:
+            raise  # written by another user (a root restore): not someone else's quarantine, an unreadable one
         except (OSError, ValueError):
             doc = None
         if not isinstance(doc, dict) or doc.get("restore_id") != journal["id"]:
@@ -628,6 +635,7 @@ def _copy_quarantine(staging: Path, journal: dict[str, Any], quarantine: Path) -
         _chown_like_parent(tmp)
         for name, rec in files.items():
             fsutil.copy_raw(old / name, tmp / name)
+            _chown_like_parent(tmp / name)  # a root restore: the service user verifies and reads the quarantine later
             if fsutil.sha256_file(tmp / name) != rec["sha256"]:
                 raise NeoDbError(f"the copy of {name} in {tmp} does not match its sha256; the original stays in {old}")
         fsutil.write_json_atomic(tmp / "stop.json", _stop_doc(journal))
