@@ -30,6 +30,9 @@ DEMO_ENGINE = SCRIPTS / "demo-engine"
 # The interpreter neo-db runs under, as systemd runs it: the distro python3, or the one
 # $NEO_DB_PYTHON names (`make pythons` runs the suite's CLI under every Python 3.10-3.13 found).
 SYSTEM_PYTHON = os.environ.get("NEO_DB_PYTHON") or ("/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable)
+# The service user (nobody) runs the distro python3: an interpreter under /root (pyenv, which
+# `make pythons` sets as NEO_DB_PYTHON) is not reachable by it.
+SERVICE_PYTHON = "/usr/bin/python3"
 sys.dont_write_bytecode = True  # keep scripts/ free of __pycache__: the roles copy it to the VPS
 sys.path.insert(0, str(SCRIPTS))
 
@@ -277,7 +280,7 @@ def role_box() -> Iterator[Runtime]:
 
 def as_service_user(rt: Runtime, *args: str) -> Result:
     proc = subprocess.run(
-        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), *args],
+        ["runuser", "-u", "nobody", "--", SERVICE_PYTHON, str(NEO_DB), *args],
         check=False,
         capture_output=True,
         text=True,

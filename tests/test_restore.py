@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import NEO_DB, SYSTEM_PYTHON, Runtime, count_rows, make_db
+from conftest import NEO_DB, SERVICE_PYTHON, SYSTEM_PYTHON, Runtime, count_rows, make_db
 
 SIDES = ("", "-wal", "-shm", "-journal")
 
@@ -439,7 +439,10 @@ def test_the_lock_probe_names_a_rollback_journal_writer_it_cannot_see_in_proc(tm
 
         def probe_as_nobody() -> str:
             r = subprocess.run(
-                ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, "-c", probe, scripts, str(db)], capture_output=True, text=True, check=False
+                ["runuser", "-u", "nobody", "--", SERVICE_PYTHON, "-c", probe, scripts, str(db)],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             assert r.returncode == 0, r.stderr
             return r.stdout.strip()
