@@ -284,6 +284,13 @@ def check_next_session(cfg: Config, wanted: str | None) -> int | None:
             f"--next-session {wanted}: not a session ID of this box ({cfg.session_prefix} and a number, e.g. {example}); "
             "nothing was changed"
         )
+    lowest = max(1, cfg.session_first_number)
+    if number < lowest:
+        raise UsageError(
+            f"--next-session {wanted} is below {session.format_session(cfg, lowest)}, the first session ID of this box "
+            f"(session_first_number in {cfg.source}); nothing was changed",
+            hint=f"give {session.format_session(cfg, lowest)} or higher",
+        )
     highest = highest_session(cfg)
     if highest is not None and number <= highest[0]:
         top = session.format_session(cfg, highest[0])
