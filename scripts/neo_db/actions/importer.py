@@ -340,6 +340,62 @@ def _result(cfg: Config, changed: bool, origin: dict[str, Any] | None, quarantin
     }
 
 
+PENDING = "import-pending.json"
+
+
+def pending_path(cfg: Config) -> Path:
+    return cfg.state_dir / PENDING
+
+
+def _own_backups(cfg: Config, origin: dict[str, Any]) -> list[catalog.Entry]:
+    """The imported backups a run took for this origin record (matched by installed sha256 and time)."""
+    found = []
+    for e in catalog.entries(cfg, ["imported"]):
+        manifest = e.manifest or {}
+        if e.db is not None and all(manifest.get(k) == origin.get(k) for k in ("installed_sha256", "imported_at", "source_sha256")):
+            found.append(e)
+    return found
+
+
+def finish_pending(cfg: Config) -> None:
+    """Finish or roll back an import killed after it wrote its pending record. Call under the state lock,
+    after restore.recover (which completes or rolls back the install itself).
+
+    The new DB is live: origin.json and the session counter are written as the killed run would have.
+    It is not: the killed run's imported backup (a DB never installed) goes; the live DB is as it was."""
+    path = pending_path(cfg)
+    try:
+        doc = fsutil.read_json(path)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        log.error("the pending import record %s is unreadable (%s): look at it, then remove it", path, exc)
+        return
+    origin = doc.get("origin") if isinstance(doc, dict) else None
+    if not isinstance(origin, dict):
+        log.error("the pending import record %s holds no origin: look at it, then remove it", path)
+        return
+    own = _own_backups(cfg, origin)
+    installed = bool(own) and cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256")
+    if installed:
+        record = {**origin, "imported_backup": own[-1].db.name if own[-1].db else None, "installed_path": str(cfg.db_path)}
+        fsutil.write_json_atomic(origin_path(cfg), record)
+        number = doc.get("next_number")
+        _set_counter(cfg, number if isinstance(number, int) and not isinstance(number, bool) else None)
+        log.warning("finished the interrupted import of %s: origin recorded in %s", origin.get("source_path"), origin_path(cfg))
+    else:
+        current = None
+        with contextlib.suppress(NeoDbError):
+            current = (load_origin(cfg) or {}).get("imported_backup")
+        for e in own:
+            if e.db is not None and e.db.name != current:
+                for file in (e.db, e.db.with_suffix(".json")):
+                    fsutil.remove_quietly(file)
+                log.info("removed %s: the interrupted import that took it never installed it", e.db.name)
+        log.warning("an interrupted import of %s was rolled back: the live DB %s is as it was", origin.get("source_path"), cfg.db_path)
+    fsutil.remove_quietly(path)
+
+
 def _build_dir(cfg: Config) -> Path:
     return cfg.db_path.parent / f"{fsutil.TMP_PREFIX}import-{cfg.db_path.name}.{os.getpid()}"
 
@@ -459,7 +515,8 @@ def install(
         backup.clean_stale_temps(cfg)
         _clean_stale_builds(cfg)
         build = _build_dir(cfg)
-        imported: Path | None = None
+        pending = False
+        record: dict[str, Any] | None = None
         try:
             try:
                 os.mkdir(build, 0o700)
@@ -475,12 +532,17 @@ def install(
                 raise _no_space(cfg.db_path.parent, exc) from None
             installed_sha = fsutil.sha256_file(built)
             provenance = _provenance(found, host=source_host, path=source_path, installed_sha=installed_sha)
+            # A kill from here on is finished or rolled back by the next run that takes the state lock.
+            try:
+                fsutil.write_json_atomic(pending_path(cfg), {"origin": provenance, "next_number": next_number})
+            except OSError as exc:
+                raise _no_space(cfg.state_dir, exc) from None
+            pending = True
             try:
                 result = backup.take_backup(cfg, "imported", None, "import", require_intact=True, source=built, extra=provenance)
             except backup.BackupFailed as exc:
                 exc.message += "; nothing was changed"
                 raise
-            imported = result.path
             entry = catalog.find(cfg, result.path.name)
             assert entry is not None
             record = restore.install(
@@ -491,15 +553,20 @@ def install(
                 owner_and_mode=((dir_st.st_uid, dir_st.st_gid), SERVICE_DB_MODE),
                 note={"by_import": str(src)},
             )
-            imported = None  # installed: the imported backup is the first restore point from here
         finally:
-            if imported is not None:  # the install failed before its commit: the live DB is as it was
-                for path in (imported, imported.with_suffix(".json")):
-                    fsutil.remove_quietly(path)
+            if pending and record is None and not os.path.lexists(restore.staging_dir(cfg)):
+                # the install failed: rolled back before its commit (the live DB is as it was, the imported
+                # backup goes), or in place but not finished (origin and counter are written all the same).
+                # A restore left committed in its staging dir is completed, then this finished, by the next run.
+                try:
+                    finish_pending(cfg)
+                except (OSError, NeoDbError) as exc:
+                    log.error("the failed import could not be cleaned up (%s): the next neo-db run retries", exc)
             fsutil.remove_quietly(build)
         origin = {**provenance, "imported_backup": result.path.name, "installed_path": str(cfg.db_path)}
         fsutil.write_json_atomic(origin_path(cfg), origin)
         _set_counter(cfg, next_number)
+        fsutil.remove_quietly(pending_path(cfg))
     return _result(cfg, True, origin, record.get("quarantine"), next_number)
 
 
