@@ -7,6 +7,7 @@ NEO_DB_FAULT_STEP seam: the run kills itself right after the named step), the se
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -176,3 +177,63 @@ def test_the_service_users_first_session_after_a_killed_import_is_the_imported_n
     assert box.stop().rc == 0
     r = box.cli("import", str(src), "--replace", "--json")
     assert r.rc == 0 and r.json["changed"] is False, r.err
+
+
+# ---- two imports at once ----
+
+
+def _start_waiting_import(rt: Runtime, *args: str) -> subprocess.Popen[str]:
+    """neo-db import started while the test holds the state lock: returns once it waits for the lock."""
+    proc = subprocess.Popen(
+        [SYSTEM_PYTHON, str(NEO_DB), "import", *args, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=rt.env(),
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "waiting for another neo-db run" in line:
+            return proc
+    raise AssertionError(f"the import did not wait for the lock: rc {proc.wait()}: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_two_imports_at_once_without_replace_never_replace_each_other(box: Runtime, tmp_path: Path, replace: bool) -> None:
+    """Seen failing: both checked 'no live DB' before taking the lock, so the second quarantined the DB
+    the first had just installed, without --replace (both exit 0). Positive control: with --replace
+    the second does replace it (quarantined, recoverable)."""
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first, second = staged(first_dir, rows=70), staged(second_dir, rows=90)
+    box.state.mkdir(exist_ok=True)
+    extra = ("--replace",) if replace else ()
+    lock = os.open(box.state / "neo-db.lock", os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        procs = [_start_waiting_import(box, str(first), *extra)]
+        procs.append(_start_waiting_import(box, str(second), *extra))
+    finally:
+        os.close(lock)  # both wait on it: one goes first, then the other
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        results.append(Result(proc.returncode, out, err))
+    for r in results:
+        no_crash(r)
+    quarantines = list((box.backups / "abnormal_stop").iterdir())
+    origin = json.loads((box.state / "origin.json").read_text())
+    if replace:
+        assert sorted(r.rc for r in results) == [0, 0], [r.err for r in results]
+        assert len(quarantines) == 1  # the first one's DB, recoverable
+    else:
+        assert sorted(r.rc for r in results) == [0, 2], [r.err for r in results]
+        refused = next(r for r in results if r.rc == 2)
+        assert "--replace" in refused.err and str(box.db) in refused.err and "nothing was changed" in refused.err, refused.err
+        assert quarantines == []
+    # the live DB is the one origin.json names, and only imports that stayed installed keep a backup
+    assert sha(box.db) == origin["installed_sha256"]
+    assert count_rows(box.db) == origin["tables"]["trades"]

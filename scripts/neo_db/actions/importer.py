@@ -465,6 +465,32 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
     }
 
 
+def _already_installed(
+    cfg: Config, src: Path, actual: str, next_number: int | None, *, dry_run: bool, locked: bool = False
+) -> dict[str, Any] | None:
+    """The result of an idempotent rerun (SOURCE is already the installed live DB), else None."""
+    origin = load_origin(cfg)
+    if not (origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin)):
+        return None
+    changed = False
+    if not dry_run:
+        with contextlib.nullcontext() if locked else state_lock(cfg):
+            changed = _set_counter(cfg, next_number)
+    log.info("%s (sha256 %s…) is already the installed live DB: nothing to import", src, actual[:16])
+    return {**_result(cfg, changed, origin, None, next_number), **({"dry_run": True} if dry_run else {})}
+
+
+def _refuse_live(cfg: Config, replace: bool) -> list[Path]:
+    """The live DB's files; refused (exit 2, nothing changed) without --replace."""
+    live = [Path(f"{cfg.db_path}{s}") for s in sqlitedb.LIVE_SUFFIXES if os.path.lexists(f"{cfg.db_path}{s}")]
+    if live and not replace:
+        raise UsageError(
+            f"a live DB exists at {cfg.db_path} ({', '.join(p.name for p in live)}): refusing to import over it; nothing was changed",
+            hint="rerun with --replace to quarantine it (as 'neo-db restore' does; it stays recoverable) and install SOURCE",
+        )
+    return live
+
+
 def install(
     cfg: Config,
     arg: str,
@@ -489,20 +515,10 @@ def install(
             hint="copy the source again (the playbook checks it end to end), then retry",
         )
     next_number = check_next_session(cfg, next_session)
-    origin = load_origin(cfg)
-    if origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin):
-        changed = False
-        if not dry_run:
-            with state_lock(cfg):
-                changed = _set_counter(cfg, next_number)
-        log.info("%s (sha256 %s…) is already the installed live DB: nothing to import", src, actual[:16])
-        return {**_result(cfg, changed, origin, None, next_number), **({"dry_run": True} if dry_run else {})}
-    live = [Path(f"{cfg.db_path}{s}") for s in sqlitedb.LIVE_SUFFIXES if os.path.lexists(f"{cfg.db_path}{s}")]
-    if live and not replace:
-        raise UsageError(
-            f"a live DB exists at {cfg.db_path} ({', '.join(p.name for p in live)}): refusing to import over it; nothing was changed",
-            hint="rerun with --replace to quarantine it (as 'neo-db restore' does; it stays recoverable) and install SOURCE",
-        )
+    done = _already_installed(cfg, src, actual, next_number, dry_run=dry_run)
+    if done is not None:
+        return done
+    live = _refuse_live(cfg, replace)
     if not cfg.db_path.parent.is_dir():
         raise UsageError(
             f"the DB's directory {cfg.db_path.parent} does not exist (db_path in {cfg.source})",
@@ -511,6 +527,12 @@ def install(
     if dry_run:
         return _dry_run(cfg, src, wal, live, next_number)
     with state_lock(cfg):
+        # again under the lock: another import may have run while this one waited for it
+        check_next_session(cfg, next_session)
+        done = _already_installed(cfg, src, actual, next_number, dry_run=False, locked=True)
+        if done is not None:
+            return done
+        _refuse_live(cfg, replace)
         restore._refuse_if_in_use(cfg)
         backup.clean_stale_temps(cfg)
         _clean_stale_builds(cfg)
