@@ -58,6 +58,9 @@ def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
         from .actions import restore  # noqa: PLC0415  (here, not at the top: restore takes this lock itself)
 
         restore.recover(cfg)
+        from .actions import importer  # noqa: PLC0415
+
+        importer.finish_pending(cfg)  # an import killed half-way: finished (origin, counter) or rolled back
         yield
     finally:
         os.close(fd)

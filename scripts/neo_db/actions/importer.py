@@ -284,6 +284,13 @@ def check_next_session(cfg: Config, wanted: str | None) -> int | None:
             f"--next-session {wanted}: not a session ID of this box ({cfg.session_prefix} and a number, e.g. {example}); "
             "nothing was changed"
         )
+    lowest = max(1, cfg.session_first_number)
+    if number < lowest:
+        raise UsageError(
+            f"--next-session {wanted} is below {session.format_session(cfg, lowest)}, the first session ID of this box "
+            f"(session_first_number in {cfg.source}); nothing was changed",
+            hint=f"give {session.format_session(cfg, lowest)} or higher",
+        )
     highest = highest_session(cfg)
     if highest is not None and number <= highest[0]:
         top = session.format_session(cfg, highest[0])
@@ -331,6 +338,67 @@ def _result(cfg: Config, changed: bool, origin: dict[str, Any] | None, quarantin
         "next_session": session.format_session(cfg, next_number) if next_number is not None else None,
         "origin": origin,
     }
+
+
+PENDING = "import-pending.json"
+
+
+def pending_path(cfg: Config) -> Path:
+    return cfg.state_dir / PENDING
+
+
+def _own_backups(cfg: Config, origin: dict[str, Any]) -> list[catalog.Entry]:
+    """The imported backups a run took for this origin record (matched by installed sha256 and time)."""
+    found = []
+    for e in catalog.entries(cfg, ["imported"]):
+        manifest = e.manifest or {}
+        if e.db is not None and all(manifest.get(k) == origin.get(k) for k in ("installed_sha256", "imported_at", "source_sha256")):
+            found.append(e)
+    return found
+
+
+def finish_pending(cfg: Config, *, installed_only: bool = False) -> None:
+    """Finish or roll back an import killed after it wrote its pending record. Call under the state lock,
+    after restore.recover (which completes or rolls back the install itself).
+
+    The new DB is live: origin.json and the session counter are written as the killed run would have.
+    It is not: the killed run's imported backup (a DB never installed) goes; the live DB is as it was.
+    installed_only: a restore still in its staging dir is not over; write origin and counter if the new
+    DB is already live, touch nothing else and keep the record for the run that completes the restore."""
+    path = pending_path(cfg)
+    try:
+        doc = fsutil.read_json(path)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        log.error("the pending import record %s is unreadable (%s): look at it, then remove it", path, exc)
+        return
+    origin = doc.get("origin") if isinstance(doc, dict) else None
+    if not isinstance(origin, dict):
+        log.error("the pending import record %s holds no origin: look at it, then remove it", path)
+        return
+    own = _own_backups(cfg, origin)
+    installed = bool(own) and cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256")
+    if installed_only and not installed:
+        return
+    if installed:
+        record = {**origin, "imported_backup": own[-1].db.name if own[-1].db else None, "installed_path": str(cfg.db_path)}
+        fsutil.write_json_atomic(origin_path(cfg), record)
+        number = doc.get("next_number")
+        _set_counter(cfg, number if isinstance(number, int) and not isinstance(number, bool) else None)
+        log.warning("finished the interrupted import of %s: origin recorded in %s", origin.get("source_path"), origin_path(cfg))
+    else:
+        current = None
+        with contextlib.suppress(NeoDbError):
+            current = (load_origin(cfg) or {}).get("imported_backup")
+        for e in own:
+            if e.db is not None and e.db.name != current:
+                for file in (e.db, e.db.with_suffix(".json")):
+                    fsutil.remove_quietly(file)
+                log.info("removed %s: the interrupted import that took it never installed it", e.db.name)
+        log.warning("an interrupted import of %s was rolled back: the live DB %s is as it was", origin.get("source_path"), cfg.db_path)
+    if not installed_only:
+        fsutil.remove_quietly(path)
 
 
 def _build_dir(cfg: Config) -> Path:
@@ -402,6 +470,32 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
     }
 
 
+def _already_installed(
+    cfg: Config, src: Path, actual: str, next_number: int | None, *, dry_run: bool, locked: bool = False
+) -> dict[str, Any] | None:
+    """The result of an idempotent rerun (SOURCE is already the installed live DB), else None."""
+    origin = load_origin(cfg)
+    if not (origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin)):
+        return None
+    changed = False
+    if not dry_run:
+        with contextlib.nullcontext() if locked else state_lock(cfg):
+            changed = _set_counter(cfg, next_number)
+    log.info("%s (sha256 %s…) is already the installed live DB: nothing to import", src, actual[:16])
+    return {**_result(cfg, changed, origin, None, next_number), **({"dry_run": True} if dry_run else {})}
+
+
+def _refuse_live(cfg: Config, replace: bool) -> list[Path]:
+    """The live DB's files; refused (exit 2, nothing changed) without --replace."""
+    live = [Path(f"{cfg.db_path}{s}") for s in sqlitedb.LIVE_SUFFIXES if os.path.lexists(f"{cfg.db_path}{s}")]
+    if live and not replace:
+        raise UsageError(
+            f"a live DB exists at {cfg.db_path} ({', '.join(p.name for p in live)}): refusing to import over it; nothing was changed",
+            hint="rerun with --replace to quarantine it (as 'neo-db restore' does; it stays recoverable) and install SOURCE",
+        )
+    return live
+
+
 def install(
     cfg: Config,
     arg: str,
@@ -426,20 +520,10 @@ def install(
             hint="copy the source again (the playbook checks it end to end), then retry",
         )
     next_number = check_next_session(cfg, next_session)
-    origin = load_origin(cfg)
-    if origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin):
-        changed = False
-        if not dry_run:
-            with state_lock(cfg):
-                changed = _set_counter(cfg, next_number)
-        log.info("%s (sha256 %s…) is already the installed live DB: nothing to import", src, actual[:16])
-        return {**_result(cfg, changed, origin, None, next_number), **({"dry_run": True} if dry_run else {})}
-    live = [Path(f"{cfg.db_path}{s}") for s in sqlitedb.LIVE_SUFFIXES if os.path.lexists(f"{cfg.db_path}{s}")]
-    if live and not replace:
-        raise UsageError(
-            f"a live DB exists at {cfg.db_path} ({', '.join(p.name for p in live)}): refusing to import over it; nothing was changed",
-            hint="rerun with --replace to quarantine it (as 'neo-db restore' does; it stays recoverable) and install SOURCE",
-        )
+    done = _already_installed(cfg, src, actual, next_number, dry_run=dry_run)
+    if done is not None:
+        return done
+    live = _refuse_live(cfg, replace)
     if not cfg.db_path.parent.is_dir():
         raise UsageError(
             f"the DB's directory {cfg.db_path.parent} does not exist (db_path in {cfg.source})",
@@ -448,11 +532,18 @@ def install(
     if dry_run:
         return _dry_run(cfg, src, wal, live, next_number)
     with state_lock(cfg):
+        # again under the lock: another import may have run while this one waited for it
+        check_next_session(cfg, next_session)
+        done = _already_installed(cfg, src, actual, next_number, dry_run=False, locked=True)
+        if done is not None:
+            return done
+        _refuse_live(cfg, replace)
         restore._refuse_if_in_use(cfg)
         backup.clean_stale_temps(cfg)
         _clean_stale_builds(cfg)
         build = _build_dir(cfg)
-        imported: Path | None = None
+        pending = False
+        record: dict[str, Any] | None = None
         try:
             try:
                 os.mkdir(build, 0o700)
@@ -468,40 +559,42 @@ def install(
                 raise _no_space(cfg.db_path.parent, exc) from None
             installed_sha = fsutil.sha256_file(built)
             provenance = _provenance(found, host=source_host, path=source_path, installed_sha=installed_sha)
+            # A kill from here on is finished or rolled back by the next run that takes the state lock.
+            try:
+                fsutil.write_json_atomic(pending_path(cfg), {"origin": provenance, "next_number": next_number})
+            except OSError as exc:
+                raise _no_space(cfg.state_dir, exc) from None
+            pending = True
             try:
                 result = backup.take_backup(cfg, "imported", None, "import", require_intact=True, source=built, extra=provenance)
             except backup.BackupFailed as exc:
                 exc.message += "; nothing was changed"
                 raise
-            imported = result.path
             entry = catalog.find(cfg, result.path.name)
             assert entry is not None
-            try:
-                record = restore.install(
-                    cfg,
-                    entry,
-                    result.manifest,
-                    prepared=built,
-                    owner_and_mode=((dir_st.st_uid, dir_st.st_gid), SERVICE_DB_MODE),
-                    note={"by_import": str(src)},
-                )
-            except NeoDbError:
-                if _live_is_installed(cfg, provenance):
-                    # Failed after its commit (the quarantine not finished; the next run completes it):
-                    # the built DB is the live DB, so its imported backup and its origin stay.
-                    imported = None
-                    fsutil.write_json_atomic(origin_path(cfg), _origin_doc(cfg, provenance, result.path))
-                    _set_counter(cfg, next_number)
-                raise
-            imported = None  # installed: the imported backup is the first restore point from here
+            record = restore.install(
+                cfg,
+                entry,
+                result.manifest,
+                prepared=built,
+                owner_and_mode=((dir_st.st_uid, dir_st.st_gid), SERVICE_DB_MODE),
+                note={"by_import": str(src)},
+            )
         finally:
-            if imported is not None:  # the install failed before its commit: the live DB is as it was
-                for path in (imported, imported.with_suffix(".json")):
-                    fsutil.remove_quietly(path)
+            if pending and record is None:
+                # the install failed: rolled back before its commit (the live DB is as it was, the imported
+                # backup goes), or in place but not finished (origin and counter are written all the same).
+                # A restore left committed in its staging dir is completed, then this finished, by the next
+                # run; if the new DB is already live, origin and counter are written now.
+                try:
+                    finish_pending(cfg, installed_only=os.path.lexists(restore.staging_dir(cfg)))
+                except (OSError, NeoDbError) as exc:
+                    log.error("the failed import could not be cleaned up (%s): the next neo-db run retries", exc)
             fsutil.remove_quietly(build)
         origin = _origin_doc(cfg, provenance, result.path)
         fsutil.write_json_atomic(origin_path(cfg), origin)
         _set_counter(cfg, next_number)
+        fsutil.remove_quietly(pending_path(cfg))
     return _result(cfg, True, origin, record.get("quarantine"), next_number)
 
 

@@ -348,7 +348,7 @@ def recover(cfg: Config) -> None:
 
 def recover_if_pending(cfg: Config) -> None:
     """For commands that do not take the state lock: finish an interrupted restore if no other run is busy."""
-    if not os.path.lexists(staging_dir(cfg)):
+    if not os.path.lexists(staging_dir(cfg)) and not os.path.lexists(cfg.state_dir / "import-pending.json"):
         return
     try:
         with state_lock(cfg, timeout=0):  # state_lock recovers
