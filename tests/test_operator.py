@@ -422,10 +422,11 @@ def test_confirm_names_backups_dated_in_the_future(provisioned: Runtime) -> None
 
 
 def test_confirm_never_takes_a_future_dated_backup_as_the_newest_for_its_gate_dry_run(provisioned: Runtime) -> None:
-    """Without a live DB the gate dry run copies the newest verified backup: a genuine one (S001's pre or
-    post, which may share a second), never one dated in the future."""
+    """Without a live DB the gate dry run copies the newest verified backup: a genuine one (the adopted
+    DB's imported backup or S001's pre or post, which may share a second), never one dated in the future."""
     provisioned.db.rename(provisioned.root / "moved-away.db")
-    genuine = [*provisioned.files("pre_session"), *provisioned.files("post_session")]
+    genuine = [*provisioned.files("pre_session"), *provisioned.files("post_session"), *provisioned.files("imported")]
+    assert len(genuine) >= 2, genuine
     pre = genuine[0]
     ahead = pre.with_name(pre.name.replace(pre.stem[-20:], "2099-01-01T00-00-00Z"))
     ahead.write_bytes(bytes(100) + pre.read_bytes()[100:])  # damaged, the same size: its manifest still says verified
