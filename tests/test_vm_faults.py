@@ -1,7 +1,7 @@
 """Real power cuts and a real NFS mount, in a QEMU VM (issue 15, `make vm-faults`).
 
 The VM image (vm/build-image.sh, cached in .cache/vm) is Debian 12 provisioned by site.yml
---skip-tags hetzner: the real engine unit, its drop-ins and the installed neo-db hooks. Each
+--skip-tags hetzner,host: the real engine unit, its drop-ins and the installed neo-db hooks. Each
 test boots its own qcow2 overlay of it under TCG (/dev/kvm here is PVM, which Debian's kernel
 does not boot on) with its own SSH port. A power cut is `kill -9` of qemu: the guest's page
 cache is lost, unlike `podman kill` in the stand-in suite. Then the same overlay boots again.

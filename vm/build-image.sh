@@ -7,7 +7,7 @@
 #   1. base-<hash>.tar: debootstrap bookworm with the package list below (about 2-3 min);
 #      rebuilt only when the package list, the suite or BASE_VERSION changes.
 #   2. base.raw (+ vmlinuz, initrd.img, label): layer 1 provisioned by site.yml --skip-tags
-#      hetzner, run against a podman container of layer 1 (the same roles, templates and
+#      hetzner,host (the host baseline's sshd and nftables are molecule's, not this suite's), run against a podman container of layer 1 (the same roles, templates and
 #      code an operator's converge installs, as in `make faults`), then exported into an
 #      ext4 image. Rebuilt when layer 1, site.yml, roles/, group_vars/, scripts/ or this
 #      script change (about 1-2 min; uses podman: run it under the podman lock).
@@ -103,8 +103,8 @@ neo_vps:
       ansible_connection: containers.podman.podman
       ansible_python_interpreter: /usr/bin/python3
 INV
-echo "vm: provisioning with site.yml --skip-tags hetzner (podman container $box)"
-(cd "$repo" && ANSIBLE_CONFIG="$repo/ansible.cfg" ANSIBLE_NOCOLOR=1 ansible-playbook -i "$work/inventory.yml" site.yml --skip-tags hetzner >"$work/converge.log" 2>&1) || {
+echo "vm: provisioning with site.yml --skip-tags hetzner,host (podman container $box)"
+(cd "$repo" && ANSIBLE_CONFIG="$repo/ansible.cfg" ANSIBLE_NOCOLOR=1 ansible-playbook -i "$work/inventory.yml" site.yml --skip-tags hetzner,host >"$work/converge.log" 2>&1) || {
   echo "error: site.yml failed on the VM image's container; last lines:" >&2; tail -n 40 "$work/converge.log" >&2; exit 1; }
 podman stop -t 10 "$box" >/dev/null
 podman export "$box" | tar -C "$rootfs" --numeric-owner -xpf -
