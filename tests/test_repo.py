@@ -105,3 +105,30 @@ def test_make_pythons_fails_when_an_interpreter_is_missing(tmp_path: Path) -> No
     )
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "MISSING" in allowed.stdout
+
+
+def _conditionals(node: object, found: list[object]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("that", "when", "failed_when", "changed_when", "until"):
+                found.extend(value if isinstance(value, list) else [value])
+            else:
+                _conditionals(value, found)
+    elif isinstance(node, list):
+        for item in node:
+            _conditionals(item, found)
+
+
+def test_every_conditional_in_the_playbooks_is_a_string() -> None:
+    """A bare `- x is search('a: b')` is a YAML mapping, not a string: ansible-core 2.19 fails the task
+    with "Conditional expressions must be strings", and only when it runs (twice in molecule verify)."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "*.yml", "*.yaml"], capture_output=True, text=True, check=True)
+    files = listed.stdout.split()
+    checked, bad = 0, []
+    for name in files:
+        found: list[object] = []
+        _conditionals(yaml.safe_load((ROOT / name).read_text()), found)
+        checked += len(found)
+        bad += [f"{name}: {item!r}" for item in found if not isinstance(item, (str, bool))]
+    assert checked > 100, f"positive control: the playbooks' conditionals were found ({checked})"
+    assert not bad, "conditionals that YAML reads as mappings (quote them):\n" + "\n".join(bad)
