@@ -21,6 +21,8 @@ endif
 export NEO_STANDIN_FRESH_IMAGE ?= localhost/neo-vps-standin:debian13-fresh
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# The unit and pythons suites run on every core (pytest-xdist); PYTEST_WORKERS= runs them serially.
+export PYTEST_WORKERS ?= -n auto
 
 APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
@@ -69,7 +71,7 @@ rules: deps ## promtool: check the alert rules and run their unit tests (every a
 	cd tests/promtool && promtool test rules *_test.yml
 
 unit: venv deps ## pytest: neo-db on real SQLite files and processes
-	$(BIN)/pytest -m "not standin and not ansible and not vm" -q
+	$(BIN)/pytest -m "not standin and not ansible and not vm" -q $(PYTEST_WORKERS)
 
 pythons: venv ## the lifecycle, gate, import, restore and CLI tests with neo-db under every Python 3.10-3.13 found (pyenv, PATH); says which ran
 	VENV=$(VENV) bash tests/pythons.sh

@@ -47,7 +47,7 @@ for minor in 10 11 12 13; do
   pp=""
   "$exe" -c 'import yaml' 2>/dev/null || pp=$yaml_dir
   start=$(date +%s)
-  if NEO_DB_PYTHON=$exe PYTHONPATH=$pp "${VENV:-.venv}/bin/pytest" -m "not standin and not ansible and not vm" -q -p no:cacheprovider "${tests[@]}"; then
+  if NEO_DB_PYTHON=$exe PYTHONPATH=$pp "${VENV:-.venv}/bin/pytest" -m "not standin and not ansible and not vm" -q -p no:cacheprovider ${PYTEST_WORKERS:-} "${tests[@]}"; then
     report+=("  3.$minor  ran      $exe ($version): passed in $(( $(date +%s) - start )) s${pp:+ (PyYAML from the venv, pure Python)}")
   else
     report+=("  3.$minor  FAILED   $exe ($version)")

@@ -219,7 +219,8 @@ def test_an_exports_dir_that_is_a_symlink_to_the_backups_is_refused(runtime: Run
     exports.unlink()
     exports.symlink_to(backups)
     rc, out = validate(runtime, tmp_path, {"db_safeguards": paths})
-    assert rc == 2 and "'exports_dir'" in out and str(backups) in out, out
+    # the key names the fix; a long value (a deep tmp_path, as under xdist) is shortened in the message
+    assert rc == 2 and "'exports_dir'" in out and "'backup_dir'" in out, out
 
 
 PATH_KEYS = {
