@@ -176,6 +176,51 @@ def test_a_failed_unit_notifies_what_failed_with_the_session(runtime: Runtime, r
     no_token(r.out, r.err)
 
 
+def test_one_sigkill_makes_one_message_though_on_failure_fires_too(runtime: Runtime, receiver: Receiver) -> None:
+    # systemd >= 254 (Debian 13) passes a killed, auto-restarting unit through "failed", so
+    # OnFailure= runs notify --unit for the same stop that session-stop already queued.
+    configure(runtime, all_targets(receiver))
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0
+    assert runtime.stop("killed", "KILL", "signal").rc == 0
+    r = runtime.cli("notify", "--unit", "neo-engine.service")
+    assert r.rc == 0 and "abnormal stop of session S001, already queued" in r.out, r.out + r.err
+    assert receiver.requests == []
+    assert runtime.cli("notify", "--queue").rc == 0
+    assert [json.loads(h["body"])["event"] for h in receiver.on("/hook/")] == ["abnormal_stop"]
+    assert len([p for p in receiver.on("/ping/") if p["path"].endswith("/fail")]) == 1
+    # Another unit's failure is still sent.
+    n = len(receiver.requests)
+    r = runtime.cli("notify", "--unit", "neo-db-drill.service")
+    assert r.rc == 0 and len(receiver.on("/hook/")) == 2, r.out + r.err
+    # The next session's refused start is a new failure: it is sent.
+    data = bytearray(runtime.db.read_bytes())
+    data[int.from_bytes(data[16:18], "big")] = 0x07
+    runtime.db.write_bytes(bytes(data))
+    assert runtime.cli("session-start").rc == 3
+    r = runtime.cli("notify", "--unit", "neo-engine.service")
+    assert r.rc == 0, r.out + r.err
+    doc = json.loads(receiver.on("/hook/")[-1]["body"])
+    assert doc["event"] == "unit_failed" and doc["session"] == "S002", doc
+    assert len(receiver.requests) > n + 2
+
+
+def test_a_sigkill_whose_event_could_not_be_queued_is_sent_by_on_failure(runtime: Runtime, receiver: Receiver) -> None:
+    configure(runtime, all_targets(receiver))
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0
+    queue = runtime.state / "notify-queue"
+    shutil.rmtree(queue, ignore_errors=True)
+    queue.write_text("not a directory\n")  # the stop hook cannot queue (root ignores modes)
+    r = runtime.stop("killed", "KILL", "signal")
+    assert r.rc == 0 and "could not queue the abnormal_stop event" in r.err, r.err
+    queue.unlink()
+    r = runtime.cli("notify", "--unit", "neo-engine.service")
+    assert r.rc == 0 and "not sent" not in r.out, r.out + r.err
+    [hook] = receiver.on("/hook/")
+    assert json.loads(hook["body"])["event"] == "unit_failed" and json.loads(hook["body"])["session"] == "S001"
+
+
 def test_a_notifier_that_is_down_is_bounded_logged_and_counted(runtime: Runtime, receiver: Receiver) -> None:
     down = closed_port()
     targets = {"webhook_url": f"http://127.0.0.1:{down}/hook/{TOKENS[0]}", "ntfy_url": receiver.url(f"/ntfy/{TOKENS[1]}")}

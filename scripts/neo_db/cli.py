@@ -570,6 +570,11 @@ def cmd_notify(args: argparse.Namespace) -> int:
         failed = (metrics.load_state(cfg.state_dir).get("notify_failures_total") or 0) - before
         print(f"sent {sent} queued event(s)" + (f"; {failed} delivery failure(s), see the journal" if failed else ""))
         return FAILURE if failed else OK
+    if not args.test:
+        reported = notify.already_reported(cfg, args.unit)
+        if reported is not None:
+            print(f"not sent: the failure of {args.unit} is the abnormal stop of session {reported}, already queued by its stop hook")
+            return OK
     msg = notify.test_message() if args.test else notify.unit_failure_message(cfg, args.unit)
     results = notify.send(cfg, targets, msg)
     for name, outcome in results.items():

@@ -403,6 +403,23 @@ def _latest_session(cfg: Any) -> tuple[str | None, str]:
     return name, what
 
 
+ABNORMAL_QUEUED_KEY = "abnormal_stop_queued"  # metrics state: the session whose abnormal stop was queued
+
+
+def already_reported(cfg: Any, unit: str) -> str | None:
+    """The session whose abnormal stop is this engine failure, if the stop hook already queued it.
+
+    One SIGKILL must make one message: session-stop (ExecStopPost=) queues ``abnormal_stop`` with
+    the session and its preserved files, and on systemd >= 254 the same stop also starts
+    ``OnFailure=``. Any other failure of the unit (a refused start, a stop hook that could not
+    queue) is a newer session or an unqueued one, and is sent."""
+    if unit not in (cfg.engine_unit, f"{cfg.engine_unit}.service"):
+        return None
+    session, _ = _latest_session(cfg)
+    queued = metrics.load_state(cfg.state_dir).get(ABNORMAL_QUEUED_KEY)
+    return session if session is not None and queued == session else None
+
+
 def unit_failure_message(cfg: Any, unit: str) -> Message:
     props = _unit_props(unit)
     result = props.get("Result") or "unknown"
