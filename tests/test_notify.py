@@ -176,46 +176,72 @@ def test_a_failed_unit_notifies_what_failed_with_the_session(runtime: Runtime, r
     no_token(r.out, r.err)
 
 
-def test_one_sigkill_makes_one_message_though_on_failure_fires_too(runtime: Runtime, receiver: Receiver) -> None:
+RUN = "0123456789abcdef0123456789abcdef"  # the killed run's $INVOCATION_ID
+
+
+def fake_systemctl(tmp: Path, invocation: str, result: str) -> dict[str, str]:
+    """PATH with a `systemctl show` that reports the engine unit's run: systemd itself runs in
+    the stand-in (molecule verify); here only its answer is needed."""
+    bin_dir = tmp / "fake-bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "systemctl"
+    props = f"Result={result}", "ExecMainStatus=9", "ActiveState=failed", "Description=NEO engine", f"InvocationID={invocation}"
+    script.write_text("#!/bin/sh\ncat <<'EOF'\n" + "\n".join(props) + "\nEOF\n")
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_one_sigkill_makes_one_message_though_on_failure_fires_too(runtime: Runtime, receiver: Receiver, tmp_path: Path) -> None:
     # systemd >= 254 (Debian 13) passes a killed, auto-restarting unit through "failed", so
-    # OnFailure= runs notify --unit for the same stop that session-stop already queued.
+    # OnFailure= runs notify --unit for the same run whose stop hook already queued abnormal_stop.
     configure(runtime, all_targets(receiver))
     make_db(runtime.db)
     assert runtime.cli("session-start").rc == 0
-    assert runtime.stop("killed", "KILL", "signal").rc == 0
-    r = runtime.cli("notify", "--unit", "neo-engine.service")
+    killed = runtime.cli(
+        "session-stop", env=runtime.env(SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL", INVOCATION_ID=RUN)
+    )
+    assert killed.rc == 0, killed.err
+    same_run = runtime.env(**fake_systemctl(tmp_path, RUN, "signal"))
+    r = runtime.cli("notify", "--unit", "neo-engine.service", env=same_run)
     assert r.rc == 0 and "abnormal stop of session S001, already queued" in r.out, r.out + r.err
     assert receiver.requests == []
     assert runtime.cli("notify", "--queue").rc == 0
     assert [json.loads(h["body"])["event"] for h in receiver.on("/hook/")] == ["abnormal_stop"]
     assert len([p for p in receiver.on("/ping/") if p["path"].endswith("/fail")]) == 1
-    # Another unit's failure is still sent.
-    n = len(receiver.requests)
-    r = runtime.cli("notify", "--unit", "neo-db-drill.service")
-    assert r.rc == 0 and len(receiver.on("/hook/")) == 2, r.out + r.err
-    # The next session's refused start is a new failure: it is sent.
-    data = bytearray(runtime.db.read_bytes())
-    data[int.from_bytes(data[16:18], "big")] = 0x07
-    runtime.db.write_bytes(bytes(data))
-    assert runtime.cli("session-start").rc == 3
-    r = runtime.cli("notify", "--unit", "neo-engine.service")
-    assert r.rc == 0, r.out + r.err
-    doc = json.loads(receiver.on("/hook/")[-1]["body"])
-    assert doc["event"] == "unit_failed" and doc["session"] == "S002", doc
-    assert len(receiver.requests) > n + 2
+    # Each of these is another failure, and is sent: another unit; the crash loop's
+    # start-limit-hit (the same InvocationID: no new run started); a newer run.
+    for unit, env in (
+        ("neo-db-drill.service", same_run),
+        ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, RUN, "start-limit-hit"))),
+        ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, "fedcba9876543210fedcba9876543210", "exit-code"))),
+    ):
+        n = len(receiver.on("/hook/"))
+        r = runtime.cli("notify", "--unit", unit, env=env)
+        assert r.rc == 0 and "not sent" not in r.out, (unit, r.out, r.err)
+        assert len(receiver.on("/hook/")) == n + 1 and json.loads(receiver.on("/hook/")[-1]["body"])["event"] == "unit_failed"
 
 
-def test_a_sigkill_whose_event_could_not_be_queued_is_sent_by_on_failure(runtime: Runtime, receiver: Receiver) -> None:
+def test_a_stop_hook_run_by_hand_records_no_run_to_silence(runtime: Runtime, receiver: Receiver, tmp_path: Path) -> None:
+    configure(runtime, all_targets(receiver))
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0
+    assert runtime.stop("killed", "KILL", "signal").rc == 0  # no $INVOCATION_ID
+    r = runtime.cli("notify", "--unit", "neo-engine.service", env=runtime.env(**fake_systemctl(tmp_path, RUN, "signal")))
+    assert r.rc == 0 and "not sent" not in r.out, r.out + r.err
+    assert [json.loads(h["body"])["event"] for h in receiver.on("/hook/")] == ["unit_failed"]
+
+
+def test_a_sigkill_whose_event_could_not_be_queued_is_sent_by_on_failure(runtime: Runtime, receiver: Receiver, tmp_path: Path) -> None:
     configure(runtime, all_targets(receiver))
     make_db(runtime.db)
     assert runtime.cli("session-start").rc == 0
     queue = runtime.state / "notify-queue"
     shutil.rmtree(queue, ignore_errors=True)
     queue.write_text("not a directory\n")  # the stop hook cannot queue (root ignores modes)
-    r = runtime.stop("killed", "KILL", "signal")
+    r = runtime.cli("session-stop", env=runtime.env(SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL", INVOCATION_ID=RUN))
     assert r.rc == 0 and "could not queue the abnormal_stop event" in r.err, r.err
     queue.unlink()
-    r = runtime.cli("notify", "--unit", "neo-engine.service")
+    r = runtime.cli("notify", "--unit", "neo-engine.service", env=runtime.env(**fake_systemctl(tmp_path, RUN, "signal")))
     assert r.rc == 0 and "not sent" not in r.out, r.out + r.err
     [hook] = receiver.on("/hook/")
     assert json.loads(hook["body"])["event"] == "unit_failed" and json.loads(hook["body"])["session"] == "S001"

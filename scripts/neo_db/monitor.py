@@ -134,9 +134,9 @@ def _after(argv: Sequence[str], rc: int) -> None:
             metrics.update_state(cfg.state_dir, changes)
         for event in events:
             if notify.enqueue(cfg, event) is not None and event["event"] == "abnormal_stop":
-                # The engine's OnFailure= fires for the same stop (systemd >= 254 passes through
+                # The engine's OnFailure= fires for the same run (systemd >= 254 passes through
                 # "failed" before an automatic restart): notify --unit reads this and stays quiet.
-                metrics.update_state(cfg.state_dir, {notify.ABNORMAL_QUEUED_KEY: event.get("session")})
+                notify.record_abnormal_queued(cfg, event.get("session"))
     except Exception as exc:  # never let monitoring change what the command did
         log.warning("metrics: could not record %s (exit %d): %s: %s", command, rc, type(exc).__name__, exc)
     if cfg.metrics_textfile_dir is None:

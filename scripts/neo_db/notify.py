@@ -369,7 +369,7 @@ def _unit_props(unit: str) -> dict[str, str]:
         return {}
     try:
         proc = subprocess.run(
-            ["systemctl", "show", unit, "--property=Result,ExecMainStatus,ExecMainCode,ActiveState,Description"],
+            ["systemctl", "show", unit, "--property=Result,ExecMainStatus,ExecMainCode,ActiveState,Description,InvocationID"],
             check=False,
             capture_output=True,
             text=True,
@@ -403,21 +403,46 @@ def _latest_session(cfg: Any) -> tuple[str | None, str]:
     return name, what
 
 
-ABNORMAL_QUEUED_KEY = "abnormal_stop_queued"  # metrics state: the session whose abnormal stop was queued
+ABNORMAL_QUEUED_KEY = "abnormal_stop_queued"  # metrics state: {session, invocation} of the last queued abnormal stop
+# The unit results of a run that died (the stop hook classifies it abnormal); start-limit-hit,
+# resources and the like are a unit that could not run at all: always sent.
+DIED_RESULTS = frozenset({"signal", "core-dump", "exit-code", "watchdog", "timeout", "oom-kill"})
+
+
+def _invocation(value: object) -> str:
+    return str(value or "").replace("-", "").strip().lower()
+
+
+def record_abnormal_queued(cfg: Any, session: object) -> None:
+    """Called by the stop hook once its abnormal_stop event is queued: which run of the unit it was.
+
+    systemd sets $INVOCATION_ID for ExecStopPost=; a hook run by hand has none, and nothing is
+    recorded (its unit failure, if any, is then sent)."""
+    invocation = _invocation(os.environ.get("INVOCATION_ID"))
+    if not invocation:
+        return
+    metrics.update_state(cfg.state_dir, {ABNORMAL_QUEUED_KEY: {"session": session, "invocation": invocation}})
 
 
 def already_reported(cfg: Any, unit: str) -> str | None:
-    """The session whose abnormal stop is this engine failure, if the stop hook already queued it.
+    """The session whose abnormal stop is this engine failure, if its stop hook already queued it.
 
     One SIGKILL must make one message: session-stop (ExecStopPost=) queues ``abnormal_stop`` with
-    the session and its preserved files, and on systemd >= 254 the same stop also starts
-    ``OnFailure=``. Any other failure of the unit (a refused start, a stop hook that could not
-    queue) is a newer session or an unqueued one, and is sent."""
+    the session and its preserved files, and on systemd >= 254 the same run also starts
+    ``OnFailure=``. Quiet only when systemd still shows that very run (its InvocationID) as
+    having died; a refused start, a crash loop's start-limit-hit, a newer run, a stop hook that
+    could not queue or ran without systemd: each is sent."""
     if unit not in (cfg.engine_unit, f"{cfg.engine_unit}.service"):
         return None
-    session, _ = _latest_session(cfg)
-    queued = metrics.load_state(cfg.state_dir).get(ABNORMAL_QUEUED_KEY)
-    return session if session is not None and queued == session else None
+    record = metrics.load_state(cfg.state_dir).get(ABNORMAL_QUEUED_KEY)
+    if not isinstance(record, dict) or not _invocation(record.get("invocation")):
+        return None
+    props = _unit_props(unit)
+    if _invocation(props.get("InvocationID")) != _invocation(record.get("invocation")):
+        return None
+    if props.get("Result") not in DIED_RESULTS:
+        return None
+    return str(record.get("session"))
 
 
 def unit_failure_message(cfg: Any, unit: str) -> Message:
