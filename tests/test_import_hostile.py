@@ -179,6 +179,34 @@ def test_the_service_users_first_session_after_a_killed_import_is_the_imported_n
     assert r.rc == 0 and r.json["changed"] is False, r.err
 
 
+def test_a_killed_import_whose_backup_is_out_of_sight_is_kept_for_later_not_called_rolled_back(box: Runtime, tmp_path: Path) -> None:
+    """Killed after the install finished, the next run does not see the imported backup (its phase dir
+    renamed away, as a backup disk not mounted yet): the new DB is live all the same (its sha256 is the
+    record's), so the import must not be reported as rolled back and its record dropped; once the
+    backup is back, origin and counter are written. Seen failing: origin.json never written, S001."""
+    make_source(box.db, 30)
+    os.chown(box.db, 65534, 65534)
+    src = staged(tmp_path, rows=90, wal_rows=7)
+    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{restore.ENV_FAULT_STEP: "recorded"}))
+    assert r.rc == -9, r.err
+    imported = box.backups / "imported"
+    hidden = box.backups / "imported.away"
+    imported.rename(hidden)
+    check = as_service_user(box, "check")
+    no_crash(check, "recorded")
+    assert "was rolled back" not in check.err, check.err
+    assert (box.state / "import-pending.json").exists(), check.err
+    shutil.rmtree(imported, ignore_errors=True)
+    hidden.rename(imported)
+    start = as_service_user(box, "session-start")
+    assert start.rc == 0, start.err
+    assert json.loads((box.state / "current_session.json").read_text())["session"] == "S051"
+    origin = json.loads((box.state / "origin.json").read_text())
+    assert origin["source_sha256"] == sha(src) and origin["imported_backup"] in imported_names(box)
+    assert not (box.state / "import-pending.json").exists()
+    assert box.stop().rc == 0
+
+
 # ---- two imports at once ----
 
 

@@ -378,14 +378,29 @@ def finish_pending(cfg: Config, *, installed_only: bool = False) -> None:
         log.error("the pending import record %s holds no origin: look at it, then remove it", path)
         return
     own = _own_backups(cfg, origin)
-    installed = bool(own) and cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256")
+    live_is_new = cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256")
+    installed = bool(own) and live_is_new
+    number = doc.get("next_number")
+    number = number if isinstance(number, int) and not isinstance(number, bool) else None
+    if live_is_new and not own:
+        # The new DB is live (its sha256 is this run's build), but its imported backup is out of sight
+        # (backup_dir not mounted, unreadable): not a roll back. The counter now; origin when it is seen.
+        _set_counter(cfg, number)
+        log.error(
+            "the interrupted import of %s installed %s, but its imported backup is not found in %s: keeping %s "
+            "until a run sees it (is backup_dir mounted and readable?)",
+            origin.get("source_path"),
+            cfg.db_path,
+            cfg.backup_dir,
+            path,
+        )
+        return
     if installed_only and not installed:
         return
     if installed:
         record = {**origin, "imported_backup": own[-1].db.name if own[-1].db else None, "installed_path": str(cfg.db_path)}
         fsutil.write_json_atomic(origin_path(cfg), record)
-        number = doc.get("next_number")
-        _set_counter(cfg, number if isinstance(number, int) and not isinstance(number, bool) else None)
+        _set_counter(cfg, number)
         log.warning("finished the interrupted import of %s: origin recorded in %s", origin.get("source_path"), origin_path(cfg))
     else:
         current = None
