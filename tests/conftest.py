@@ -77,7 +77,8 @@ class Runtime:
         self.config_path.write_text(yaml.safe_dump({"db_safeguards": self.settings}))
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "JOURNAL_STREAM", "INVOCATION_ID")}
+        unset = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS", "JOURNAL_STREAM", "INVOCATION_ID")
+        env = {k: v for k, v in os.environ.items() if k not in unset and not k.startswith("MONITOR_")}
         env["NEO_DB_CONFIG"] = str(self.config_path)
         env.update(extra)
         return env

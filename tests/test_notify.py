@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import FLAG049, NEO_DB, SYSTEM_PYTHON, Runtime, make_db
+from conftest import FLAG049, NEO_DB, SYSTEM_PYTHON, Result, Runtime, make_db
 
 TOKENS = ("hookT0KEN4f9a2c", "ntfyT0PIC77e1b0", "pingUUID3c5d9e")
 
@@ -191,34 +191,86 @@ def fake_systemctl(tmp: Path, invocation: str, result: str) -> dict[str, str]:
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
+def _killed(rt: Runtime, invocation: str = RUN) -> Result:
+    """ExecStopPost after a SIGKILL, with the environment systemd gives it ($INVOCATION_ID of the run)."""
+    return rt.cli("session-stop", env=rt.env(SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL", INVOCATION_ID=invocation))
+
+
+def _on_failure(rt: Runtime, invocation: str = RUN, result: str = "signal") -> Result:
+    """neo-db-notify@neo-engine.service started by OnFailure=: systemd >= 251 passes the failed run."""
+    env = rt.env(MONITOR_INVOCATION_ID=invocation, MONITOR_SERVICE_RESULT=result, MONITOR_UNIT="neo-engine.service")
+    return rt.cli("notify", "--unit", "neo-engine.service", env=env)
+
+
 def test_one_sigkill_makes_one_message_though_on_failure_fires_too(runtime: Runtime, receiver: Receiver, tmp_path: Path) -> None:
     # systemd >= 254 (Debian 13) passes a killed, auto-restarting unit through "failed", so
     # OnFailure= runs notify --unit for the same run whose stop hook already queued abnormal_stop.
     configure(runtime, all_targets(receiver))
     make_db(runtime.db)
     assert runtime.cli("session-start").rc == 0
-    killed = runtime.cli(
-        "session-stop", env=runtime.env(SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL", INVOCATION_ID=RUN)
-    )
-    assert killed.rc == 0, killed.err
-    same_run = runtime.env(**fake_systemctl(tmp_path, RUN, "signal"))
-    r = runtime.cli("notify", "--unit", "neo-engine.service", env=same_run)
+    assert _killed(runtime).rc == 0
+    r = _on_failure(runtime)
     assert r.rc == 0 and "abnormal stop of session S001, already queued" in r.out, r.out + r.err
+    # By hand (no MONITOR_*), systemd is asked: the same run, died.
+    r = runtime.cli("notify", "--unit", "neo-engine.service", env=runtime.env(**fake_systemctl(tmp_path, RUN, "signal")))
+    assert r.rc == 0 and "already queued" in r.out, r.out + r.err
     assert receiver.requests == []
     assert runtime.cli("notify", "--queue").rc == 0
     assert [json.loads(h["body"])["event"] for h in receiver.on("/hook/")] == ["abnormal_stop"]
     assert len([p for p in receiver.on("/ping/") if p["path"].endswith("/fail")]) == 1
     # Each of these is another failure, and is sent: another unit; the crash loop's
-    # start-limit-hit (the same InvocationID: no new run started); a newer run.
+    # start-limit-hit (the same InvocationID: no new run started); a newer run, asked by hand too.
     for unit, env in (
-        ("neo-db-drill.service", same_run),
+        ("neo-db-drill.service", runtime.env(MONITOR_INVOCATION_ID=RUN, MONITOR_SERVICE_RESULT="exit-code")),
+        ("neo-engine.service", runtime.env(MONITOR_INVOCATION_ID=RUN, MONITOR_SERVICE_RESULT="start-limit-hit")),
         ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, RUN, "start-limit-hit"))),
-        ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, "fedcba9876543210fedcba9876543210", "exit-code"))),
+        ("neo-engine.service", runtime.env(MONITOR_INVOCATION_ID=RUN[::-1], MONITOR_SERVICE_RESULT="signal")),
+        ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, RUN[::-1], "exit-code"))),
     ):
         n = len(receiver.on("/hook/"))
         r = runtime.cli("notify", "--unit", unit, env=env)
         assert r.rc == 0 and "not sent" not in r.out, (unit, r.out, r.err)
         assert len(receiver.on("/hook/")) == n + 1 and json.loads(receiver.on("/hook/")[-1]["body"])["event"] == "unit_failed"
+
+
+def test_a_restart_refused_before_it_takes_a_session_is_sent_though_the_kill_was_queued(runtime: Runtime, receiver: Receiver) -> None:
+    # Restart=on-abnormal restarts the killed engine; its ExecStartPre refuses before it takes a
+    # session ID (here: the engine's program is gone), ExecStopPost finds nothing open, and the unit
+    # stays failed. That failure is not the kill: OnFailure= must send it, or nobody hears the engine is down.
+    units, engine = runtime.root / "units", runtime.root / "engine"
+    units.mkdir()
+    engine.write_text("#!/bin/sh\nexit 0\n")
+    engine.chmod(0o755)
+    (units / "neo-engine.service").write_text(f"[Service]\nExecStart={engine}\n")
+    configure(runtime, all_targets(receiver), unit_dir=str(units))
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0
+    assert _killed(runtime, "1" * 32).rc == 0
+    r = _on_failure(runtime, "1" * 32)
+    assert r.rc == 0 and "already queued" in r.out and receiver.requests == [], r.out + r.err  # the kill: one message
+    engine.unlink()
+    refused = runtime.cli("session-start")
+    assert refused.rc == 2 and "is not installed" in refused.err, refused.err
+    stop_env = runtime.env(SERVICE_RESULT="exit-code", EXIT_CODE="exited", EXIT_STATUS="2", INVOCATION_ID="2" * 32)
+    assert runtime.cli("session-stop", env=stop_env).rc == 0
+    r = _on_failure(runtime, "2" * 32, "exit-code")
+    assert r.rc == 0 and "not sent" not in r.out, r.out + r.err
+    [hook] = receiver.on("/hook/")
+    assert json.loads(hook["body"])["event"] == "unit_failed", hook
+
+
+def test_a_crash_after_a_stop_hook_run_by_hand_is_sent(runtime: Runtime, receiver: Receiver) -> None:
+    # root runs session-stop by hand while the engine still runs (no $INVOCATION_ID: not systemd's
+    # hook); the engine's real crash later finds no open session, so its hook queues nothing: OnFailure= must send.
+    configure(runtime, all_targets(receiver))
+    make_db(runtime.db)
+    assert runtime.cli("session-start").rc == 0
+    assert runtime.stop(None, None, "success").rc == 0  # by hand: classified abnormal, queued
+    assert _killed(runtime, "3" * 32).rc == 0  # the real crash: nothing open, nothing queued
+    r = _on_failure(runtime, "3" * 32)
+    assert r.rc == 0 and "not sent" not in r.out, r.out + r.err
+    [hook] = receiver.on("/hook/")
+    assert json.loads(hook["body"])["event"] == "unit_failed", hook
 
 
 def test_a_stop_hook_run_by_hand_records_no_run_to_silence(runtime: Runtime, receiver: Receiver, tmp_path: Path) -> None:
@@ -231,17 +283,17 @@ def test_a_stop_hook_run_by_hand_records_no_run_to_silence(runtime: Runtime, rec
     assert [json.loads(h["body"])["event"] for h in receiver.on("/hook/")] == ["unit_failed"]
 
 
-def test_a_sigkill_whose_event_could_not_be_queued_is_sent_by_on_failure(runtime: Runtime, receiver: Receiver, tmp_path: Path) -> None:
+def test_a_sigkill_whose_event_could_not_be_queued_is_sent_by_on_failure(runtime: Runtime, receiver: Receiver) -> None:
     configure(runtime, all_targets(receiver))
     make_db(runtime.db)
     assert runtime.cli("session-start").rc == 0
     queue = runtime.state / "notify-queue"
     shutil.rmtree(queue, ignore_errors=True)
     queue.write_text("not a directory\n")  # the stop hook cannot queue (root ignores modes)
-    r = runtime.cli("session-stop", env=runtime.env(SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL", INVOCATION_ID=RUN))
+    r = _killed(runtime)
     assert r.rc == 0 and "could not queue the abnormal_stop event" in r.err, r.err
     queue.unlink()
-    r = runtime.cli("notify", "--unit", "neo-engine.service", env=runtime.env(**fake_systemctl(tmp_path, RUN, "signal")))
+    r = _on_failure(runtime)
     assert r.rc == 0 and "not sent" not in r.out, r.out + r.err
     [hook] = receiver.on("/hook/")
     assert json.loads(hook["body"])["event"] == "unit_failed" and json.loads(hook["body"])["session"] == "S001"

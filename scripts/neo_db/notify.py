@@ -429,18 +429,20 @@ def already_reported(cfg: Any, unit: str) -> str | None:
 
     One SIGKILL must make one message: session-stop (ExecStopPost=) queues ``abnormal_stop`` with
     the session and its preserved files, and on systemd >= 254 the same run also starts
-    ``OnFailure=``. Quiet only when systemd still shows that very run (its InvocationID) as
-    having died; a refused start, a crash loop's start-limit-hit, a newer run, a stop hook that
+    ``OnFailure=``. Quiet only when the failure is that very run (its InvocationID) and it
+    died; a refused start, a crash loop's start-limit-hit, a newer run, a stop hook that
     could not queue or ran without systemd: each is sent."""
     if unit not in (cfg.engine_unit, f"{cfg.engine_unit}.service"):
         return None
     record = metrics.load_state(cfg.state_dir).get(ABNORMAL_QUEUED_KEY)
     if not isinstance(record, dict) or not _invocation(record.get("invocation")):
         return None
-    props = _unit_props(unit)
-    if _invocation(props.get("InvocationID")) != _invocation(record.get("invocation")):
-        return None
-    if props.get("Result") not in DIED_RESULTS:
+    # An OnFailure= service gets the failed run from systemd (>= 251); by hand, ask systemd.
+    failed_run, result = _invocation(os.environ.get("MONITOR_INVOCATION_ID")), os.environ.get("MONITOR_SERVICE_RESULT")
+    if not failed_run:
+        props = _unit_props(unit)
+        failed_run, result = _invocation(props.get("InvocationID")), props.get("Result")
+    if failed_run != _invocation(record.get("invocation")) or result not in DIED_RESULTS:
         return None
     return str(record.get("session"))
 
