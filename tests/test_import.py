@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FLAG049, NEO_DB, PHASE_SUBDIRS, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows, make_db
+from test_hot_journal import _hot_journal
 from test_restore import leave_wal
 
 
@@ -144,6 +145,28 @@ def test_preflight_refuses_a_hot_wal_without_its_db(src_dir: Path) -> None:
     r = run_noconfig("import", "--preflight", str(wal))  # the -wal itself named as the source
     no_crash(r)
     assert r.rc == 2 and "-wal" in r.err and "name the DB file" in r.err, r.err
+
+
+def test_preflight_refuses_a_hot_rollback_journal_beside_the_source(src_dir: Path) -> None:
+    # Review finding: only -wal came along, so a rollback-mode source killed mid-transaction was
+    # examined (and could be installed) holding half a transaction.
+    src = src_dir / "neo_live_stage1.db"
+    _hot_journal(src)
+    journal = Path(f"{src}-journal")
+    assert journal.stat().st_size > 0
+    before = tree_digest(src_dir)
+    r = run_noconfig("import", "--preflight", str(src))
+    no_crash(r)
+    assert r.rc == 2 and str(journal) in r.err and "hot rollback journal" in r.err and ".bak.<UTC>" in r.err, r.err
+    assert tree_digest(src_dir) == before, "the source and its journal are untouched"
+    # Positive controls: rolled back on the source (the journal goes), and a zeroed PERSIST journal.
+    sqlite3.connect(src).execute("PRAGMA integrity_check").fetchall()
+    assert not journal.exists()
+    r = run_noconfig("import", "--preflight", str(src))
+    assert r.rc == 0, r.err
+    journal.write_bytes(bytes(512))
+    r = run_noconfig("import", "--preflight", str(src))
+    assert r.rc == 0, r.err
 
 
 def test_preflight_recovers_rows_held_only_in_the_wal_and_writes_nothing_beside_the_source(src_dir: Path) -> None:

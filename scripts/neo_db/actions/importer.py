@@ -83,7 +83,30 @@ def source_paths(arg: str) -> tuple[Path, Path | None]:
         )
     if os.path.lexists(wal) and not wal.is_file():
         raise UsageError(f"{wal} is not a regular file", hint="look at it and move it away")
+    journal = Path(f"{src}-journal")
+    if _is_hot_journal(journal):
+        # A rollback-mode writer died mid-transaction: the DB file alone holds half of it. Copying
+        # it without the journal would install that half; the journal belongs to the source box.
+        raise UsageError(
+            f"{journal} is a hot rollback journal: a writer died in the middle of a transaction, and {src} alone holds half of it",
+            hint=f"on the source machine, with the engine stopped, open it once ('sqlite3 {src} \"PRAGMA integrity_check\"' "
+            "rolls the journal back), then import it; or import a backup such as "
+            f"{LEGACY_SUFFIX_RE.sub('', src.name)}.bak.<UTC>",
+        )
     return src, (wal if wal.is_file() else None)
+
+
+JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")
+
+
+def _is_hot_journal(journal: Path) -> bool:
+    """A -journal that SQLite would roll back: a regular file whose header is valid (a zeroed or
+    empty one, as journal_mode=PERSIST or TRUNCATE leave, is not)."""
+    try:
+        with open(journal, "rb") as fh:
+            return fh.read(8) == JOURNAL_MAGIC
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass
