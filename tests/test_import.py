@@ -327,6 +327,14 @@ def test_import_installs_the_wal_rows_in_wal_mode_owned_by_the_service_user_with
     assert start.rc == 0, start.err
     assert json.loads((box.state / "current_session.json").read_text())["session"] == "S051"
     assert box.stop().rc == 0
+    # The same command again once S051 has run: still a no-op (review finding: it was refused,
+    # exit 2), while a new source with that spent ID is still refused.
+    again = box.cli("import", str(src), "--source-sha256", sha(src), "--next-session", "S051", "--json")
+    assert again.rc == 0 and again.json["changed"] is False, again.err
+    other = src.parent / "other.db"
+    make_source(other, rows=3)
+    refused = box.cli("import", str(other), "--replace", "--next-session", "S051")
+    assert refused.rc == 2 and "is not above S051" in refused.err, refused.err
 
 
 def test_import_converts_a_rollback_journal_source_to_wal_and_records_it(box: Runtime, tmp_path: Path) -> None:

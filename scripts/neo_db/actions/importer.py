@@ -296,8 +296,11 @@ def _counter_doc(cfg: Config, next_number: int) -> dict[str, Any]:
     }
 
 
-def check_next_session(cfg: Config, wanted: str | None) -> int | None:
-    """The number of --next-session, refused (exit 2, nothing changed) unless above every session ID on the box."""
+def check_next_session(cfg: Config, wanted: str | None, *, installed: bool = False) -> int | None:
+    """The number of --next-session, refused (exit 2, nothing changed) unless above every session ID on the box.
+
+    installed: SOURCE is already the live DB (a rerun of the same command): a --next-session the
+    box's sessions have since passed is ignored, not refused."""
     if wanted is None:
         return None
     number = session._number_of(cfg, wanted)
@@ -317,6 +320,9 @@ def check_next_session(cfg: Config, wanted: str | None) -> int | None:
     highest = highest_session(cfg)
     if highest is not None and number <= highest[0]:
         top = session.format_session(cfg, highest[0])
+        if installed:
+            log.info("--next-session %s ignored: the source is already installed and this box has run up to %s", wanted, top)
+            return None
         raise UsageError(
             f"--next-session {wanted} is not above {top}, the highest session ID on this box ({highest[1]}): "
             "a reused ID would overwrite that session's backups and db_health; nothing was changed",
@@ -508,13 +514,19 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
     }
 
 
+def _is_installed(cfg: Config, actual: str) -> bool:
+    """SOURCE (sha256 `actual`) is the recorded origin of the live DB, and both are in place."""
+    origin = load_origin(cfg)
+    return bool(origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin))
+
+
 def _already_installed(
     cfg: Config, src: Path, actual: str, next_number: int | None, *, dry_run: bool, locked: bool = False
 ) -> dict[str, Any] | None:
     """The result of an idempotent rerun (SOURCE is already the installed live DB), else None."""
-    origin = load_origin(cfg)
-    if not (origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin)):
+    if not _is_installed(cfg, actual):
         return None
+    origin = load_origin(cfg)
     changed = False
     if not dry_run:
         with contextlib.nullcontext() if locked else state_lock(cfg):
@@ -557,7 +569,7 @@ def install(
             "nothing was changed",
             hint="copy the source again (the playbook checks it end to end), then retry",
         )
-    next_number = check_next_session(cfg, next_session)
+    next_number = check_next_session(cfg, next_session, installed=_is_installed(cfg, actual))
     done = _already_installed(cfg, src, actual, next_number, dry_run=dry_run)
     if done is not None:
         return done
@@ -571,7 +583,7 @@ def install(
         return _dry_run(cfg, src, wal, live, next_number)
     with state_lock(cfg):
         # again under the lock: another import may have run while this one waited for it
-        check_next_session(cfg, next_session)
+        next_number = check_next_session(cfg, next_session, installed=_is_installed(cfg, actual))
         done = _already_installed(cfg, src, actual, next_number, dry_run=False, locked=True)
         if done is not None:
             return done
