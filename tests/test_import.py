@@ -147,6 +147,23 @@ def test_preflight_refuses_a_hot_wal_without_its_db(src_dir: Path) -> None:
     assert r.rc == 2 and "-wal" in r.err and "name the DB file" in r.err, r.err
 
 
+def test_install_options_with_another_mode_are_refused_not_dropped(box: Runtime, tmp_path: Path) -> None:
+    # Review finding: `import --adopt --next-session S051` did nothing with the ID, silently.
+    src = staged(tmp_path, rows=5)
+    for argv in (
+        ["--adopt", "--next-session", "S051"],
+        ["--show", "--replace"],
+        ["--preflight", str(src), "--source-host", "x"],
+        ["--legacy", str(tmp_path), "--next-session", "S051"],
+    ):
+        r = box.cli("import", *argv)
+        no_crash(r)
+        assert r.rc == 2 and "takes no --" in r.err and "apply only to installing SOURCE" in r.err, (argv, r.err)
+    # Positive control: the same option where it applies.
+    r = box.cli("import", str(src), "--next-session", "S051", "--json")
+    assert r.rc == 0 and r.json["changed"] is True, r.err
+
+
 def test_preflight_refuses_a_hot_rollback_journal_beside_the_source(src_dir: Path) -> None:
     # Review finding: only -wal came along, so a rollback-mode source killed mid-transaction was
     # examined (and could be installed) holding half a transaction.

@@ -399,7 +399,19 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return OK
 
 
+_INSTALL_ONLY = {"next_session": "--next-session", "replace": "--replace", "source_sha256": "--source-sha256",
+                 "source_host": "--source-host", "source_path": "--source-path"}  # fmt: skip
+
+
 def cmd_import(args: argparse.Namespace) -> int:
+    mode = next((flag for flag in ("preflight", "show", "adopt", "legacy") if getattr(args, flag)), None)
+    given = [opt for dest, opt in _INSTALL_ONLY.items() if getattr(args, dest, None) not in (None, False)]
+    if mode and given:
+        # Silently dropping them would let an operator believe e.g. the counter was set.
+        raise UsageError(
+            f"import --{mode} takes no {', '.join(given)}: they apply only to installing SOURCE",
+            hint="install with 'neo-db import SOURCE " + " ".join(given) + " ...'",
+        )
     if args.preflight:
         if not args.source:
             raise UsageError("import --preflight needs SOURCE, the DB file to check")
