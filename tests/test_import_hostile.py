@@ -13,40 +13,19 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import NEO_DB, SYSTEM_PYTHON, Result, Runtime, count_rows
+from conftest import NEO_DB, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows
 from neo_db.actions import restore
-from test_import import PHASE_SUBDIRS, make_source, no_crash, sha, staged
+from test_import import make_source, no_crash, sha, staged
 
 
 @pytest.fixture
-def box() -> Iterator[Runtime]:
-    """The runtime tree exactly as neo_runtime leaves it: every directory the service user's (nobody
-    here), reachable by it (pytest's own tmp dirs are 0700 root), as test_import.py's role_box."""
-    top = Path(tempfile.mkdtemp(prefix="neo-import-hostile-", dir="/tmp"))
-    try:
-        top.chmod(0o755)
-        root = top / "runtime"
-        rt = Runtime(root, top / "db_safeguards.yml")
-        rt.write_config(
-            db_path=str(root / "db" / "neo_live_stage1.db"),
-            backup_dir=str(root / "backups"),
-            exports_dir=str(root / "exports"),
-            state_dir=str(root / "state"),
-        )
-        rt.config_path.chmod(0o644)
-        for d in [root, root / "db", root / "exports", root / "state", root / "backups", *(root / "backups" / s for s in PHASE_SUBDIRS)]:
-            d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, 65534, 65534)
-        (root / "db").chmod(0o700)
-        yield rt
-    finally:
-        shutil.rmtree(top)
+def box(role_box: Runtime) -> Runtime:
+    """The runtime tree exactly as neo_runtime leaves it (conftest's role_box)."""
+    return role_box
 
 
 SEED = int(os.environ.get("NEO_TEST_SEED", "20261123"))
@@ -54,18 +33,6 @@ SEED = int(os.environ.get("NEO_TEST_SEED", "20261123"))
 
 def imported_names(rt: Runtime) -> set[str]:
     return {p.name for p in rt.files("imported")}
-
-
-def as_service_user(rt: Runtime, *args: str) -> Result:
-    proc = subprocess.run(
-        ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=rt.env(),
-        timeout=120,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 # ---- --next-session edge values ----
