@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Result, Runtime, make_db
+from neo_db import config as config_mod
+from neo_db import systemd
+from neo_db.actions import rebootguard
 
 PROMTOOL = shutil.which("promtool")
 DECISIONS = ("none", "outside_window", "session_open", "engine_active", "busy", "rebooting", "reboot_failed")
@@ -209,3 +212,38 @@ def test_the_textfile_passes_promtool(guard: Guard) -> None:
     )
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
     assert not [p for p in guard.textfile.iterdir() if p.name != "neo_host.prom"]  # no temp file left
+
+
+def test_an_engine_state_that_cannot_be_read_waits(runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd runs in the stand-in (molecule verify, tasks/host.yml); here only its answer is
+    faked, in-process: a `systemctl show` that fails must never read as "the engine is idle"."""
+    cfg = config_mod.load(runtime.config_path)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    monkeypatch.setattr(systemd, "running", lambda: True)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+
+    def systemctl(body: str) -> None:
+        (fake / "systemctl").write_text(f"#!/bin/sh\n{body}\n")
+        (fake / "systemctl").chmod(0o755)
+
+    systemctl("echo 'Failed to connect to bus: No such file or directory' >&2; exit 1")
+    state = rebootguard._engine_state(cfg)
+    assert state is not None and "unknown state" in state and "exit status 1" in state and "Failed to connect" in state, state
+    systemctl("exit 0")  # no output at all
+    assert "unknown state" in str(rebootguard._engine_state(cfg))
+    systemctl("sleep 30")
+    monkeypatch.setattr(rebootguard.subprocess, "run", _timeout_run)
+    assert "unknown state" in str(rebootguard._engine_state(cfg))
+    monkeypatch.undo()
+    monkeypatch.setattr(systemd, "running", lambda: True)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    # Positive controls: an idle engine lets the reboot go; an active one waits.
+    systemctl("echo inactive")
+    assert rebootguard._engine_state(cfg) is None
+    systemctl("echo active")
+    assert rebootguard._engine_state(cfg) == "active"
+
+
+def _timeout_run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    raise subprocess.TimeoutExpired(cmd="systemctl", timeout=10)

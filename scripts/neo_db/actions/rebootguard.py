@@ -131,9 +131,13 @@ def _engine_state(cfg: Config) -> str | None:
             text=True,
             timeout=10,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        # Fail closed: an engine whose state cannot be read may be mid-session.
+        return f"of unknown state (systemctl show failed: {exc})"
     state = proc.stdout.strip()
+    if proc.returncode != 0 or not state:
+        said = " ".join(proc.stderr.split())[:200] or "no output"
+        return f"of unknown state (systemctl show exit status {proc.returncode}: {said})"
     return state if state in _BUSY_STATES else None
 
 
