@@ -120,6 +120,11 @@ def test_list_drill_and_confirm_see_snapshots_like_backups(atocore: Runtime, tmp
     (units / "neo-db-prune.timer").write_text("[Timer]\nOnCalendar=daily\nPersistent=true\n")
     (units / "timers.target.wants" / "neo-db-prune.timer").symlink_to(units / "neo-db-prune.timer")
     assert atocore.cli("prune").rc == 0  # what neo-db-prune.timer runs: its outcome is recorded
+    # AtoCore never migrates: until its DB is recorded as its own origin, that item fails and says how.
+    origin = {i["item"]: i for i in atocore.cli("confirm", "--json").json["items"]}["the live DB's origin is recorded"]
+    assert origin["result"] == "FAIL" and any("neo-db import --adopt" in e for e in origin["evidence"]), origin
+    adopt = atocore.cli("import", "--adopt", "--json")
+    assert adopt.rc == 0 and adopt.json["changed"] is True, adopt.err
     confirm = atocore.cli("confirm", "--json")
     assert confirm.rc == 0, confirm.out
     wired = {i["item"]: i for i in confirm.json["items"]}["timed snapshots are wired"]

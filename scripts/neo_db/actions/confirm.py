@@ -236,6 +236,8 @@ def _run_timed(cfg: Config) -> list[Item]:
     if cfg.hetzner_fact_path is not None:
         items.append(_hetzner(cfg))
     items.append(_drill(cfg))
+    # AtoCore never migrates: its DB is recorded as its own ('neo-db import --adopt').
+    items.append(Item("the live DB's origin is recorded", *importer.origin_check(cfg)))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
     return items
 
