@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,6 +185,55 @@ def test_preflight_refuses_a_hot_rollback_journal_beside_the_source(src_dir: Pat
     journal.write_bytes(bytes(512))
     r = run_noconfig("import", "--preflight", str(src))
     assert r.rc == 0, r.err
+
+
+def test_preflight_refuses_a_journal_it_cannot_read_as_a_file_without_hanging(src_dir: Path) -> None:
+    # Hostile review: a FIFO named <src>-journal hung the preflight forever (open() blocks for a
+    # writer); a directory or an unreadable hot journal passed as "not hot" (fail-open).
+    src = src_dir / "neo_live_stage1.db"
+    make_rollback_source(src)
+    journal = Path(f"{src}-journal")
+    env = {**os.environ, "NEO_DB_CONFIG": "/nonexistent/db_safeguards.yml"}
+    os.mkfifo(journal)
+    try:
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, str(NEO_DB), "import", "--preflight", str(src)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the preflight hung on the FIFO {journal}")
+    assert proc.returncode == 2 and str(journal) in proc.stderr and "not a regular file" in proc.stderr, proc.stderr
+    journal.unlink()
+    journal.mkdir()
+    r = run_noconfig("import", "--preflight", str(src))
+    no_crash(r)
+    assert r.rc == 2 and str(journal) in r.err and "not a regular file" in r.err, r.err
+    journal.rmdir()
+    # A hot journal the user cannot read: cannot tell it is not hot, so refused, naming it.
+    shared = Path(tempfile.mkdtemp(prefix="neo-import-journal-"))  # a path nobody may walk (pytest's tmp is 0700)
+    try:
+        os.chmod(shared, 0o755)  # noqa: S103 (nobody must walk to the source)
+        hot = shared / "hot.db"
+        _hot_journal(hot)
+        os.chmod(hot, 0o644)
+        os.chmod(f"{hot}-journal", 0o600)
+        proc = subprocess.run(
+            ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), "import", "--preflight", str(hot)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(shared)
+    assert proc.returncode == 2 and f"{hot}-journal" in proc.stderr and "cannot be read" in proc.stderr, proc.stderr
+    # Positive control: without a journal the rollback source passes.
+    assert run_noconfig("import", "--preflight", str(src)).rc == 0
 
 
 def test_preflight_recovers_rows_held_only_in_the_wal_and_writes_nothing_beside_the_source(src_dir: Path) -> None:

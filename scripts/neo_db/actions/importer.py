@@ -84,6 +84,9 @@ def source_paths(arg: str) -> tuple[Path, Path | None]:
     if os.path.lexists(wal) and not wal.is_file():
         raise UsageError(f"{wal} is not a regular file", hint="look at it and move it away")
     journal = Path(f"{src}-journal")
+    if os.path.lexists(journal) and not journal.is_file():
+        # a FIFO would block open() forever; a directory or a device is no journal SQLite wrote
+        raise UsageError(f"{journal} is not a regular file", hint="look at it and move it away")
     if _is_hot_journal(journal):
         # A rollback-mode writer died mid-transaction: the DB file alone holds half of it. Copying
         # it without the journal would install that half; the journal belongs to the source box.
@@ -103,10 +106,14 @@ def _is_hot_journal(journal: Path) -> bool:
     """A -journal that SQLite would roll back: a regular file whose header is valid (a zeroed or
     empty one, as journal_mode=PERSIST or TRUNCATE leave, is not)."""
     try:
-        with open(journal, "rb") as fh:
-            return fh.read(8) == JOURNAL_MAGIC
-    except OSError:
+        fd = os.open(journal, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
         return False
+    except OSError as exc:
+        # cannot tell it is not hot: refused rather than installing half a transaction
+        raise UsageError(f"{journal} cannot be read: {exc.strerror or exc}", hint="run as a user who may read it") from None
+    with open(fd, "rb") as fh:
+        return fh.read(8) == JOURNAL_MAGIC
 
 
 @dataclasses.dataclass
