@@ -253,6 +253,28 @@ def test_preflight_recovers_rows_held_only_in_the_wal_and_writes_nothing_beside_
     assert text.rc == 0 and "trades" in text.out and "125" in text.out and doc["sha256"] in text.out
 
 
+def test_preflight_through_a_symlink_takes_the_wal_and_journal_beside_the_file_it_names(src_dir: Path) -> None:
+    # Hostile review: `import --preflight link.db` (link.db -> data/neo_live_stage1.db) looked for
+    # link.db-wal, so the 25 rows held only in data/neo_live_stage1.db-wal were silently dropped (as
+    # SQLite, which finds -wal and -journal beside the symlink's target) and a hot -journal there was missed.
+    data = src_dir / "data"
+    data.mkdir()
+    real = data / "neo_live_stage1.db"
+    make_source(real, rows=100, wal_rows=25)
+    link = src_dir / "link.db"
+    link.symlink_to(real)
+    r = run_noconfig("import", "--preflight", str(link), "--json")
+    assert r.rc == 0, r.err
+    assert r.json["tables"] == {"trades": 125} and r.json["wal_sha256"] == sha(Path(f"{real}-wal")), r.json
+    hot = data / "hot.db"
+    _hot_journal(hot)
+    hot_link = src_dir / "hot-link.db"
+    hot_link.symlink_to(hot)
+    r = run_noconfig("import", "--preflight", str(hot_link))
+    no_crash(r)
+    assert r.rc == 2 and f"{hot}-journal" in r.err and "hot rollback journal" in r.err, r.err
+
+
 def count_rows_raw_main_file(db: Path) -> int:
     """Rows in the main file alone, ignoring its -wal (a copy without the -wal)."""
     tmp = db.with_name(db.name + ".mainonly")

@@ -53,6 +53,9 @@ def backup_hint(name: str) -> str:
 def source_paths(arg: str) -> tuple[Path, Path | None]:
     """SOURCE and its -wal (None if there is none). Raises UsageError (exit 2) for a path that is not a DB file."""
     src = Path(arg).absolute()
+    if os.path.islink(src):
+        # SQLite finds -wal and -journal beside the file a symlink names, not beside the symlink
+        src = Path(os.path.realpath(src))
     if src.name.endswith("-wal"):
         db = src.with_name(src.name[: -len("-wal")])
         raise UsageError(
