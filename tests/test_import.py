@@ -494,6 +494,30 @@ def test_an_existing_db_is_refused_without_replace_and_quarantined_with_it(box: 
     assert any(b["phase"] == "abnormal" and b["session"] == "quarantine" for b in listed)
 
 
+def test_a_damaged_origin_record_is_rewritten_by_import_replace_as_its_hint_says(box: Runtime, tmp_path: Path) -> None:
+    # Hostile review: with origin.json damaged, every `neo-db import SOURCE` (--replace too) failed on
+    # reading it, while the error's hint said "'neo-db import' rewrites it": the operator was stuck.
+    first = staged(tmp_path, rows=5)
+    assert box.cli("import", str(first), "--next-session", "S051").rc == 0
+    origin = box.state / "origin.json"
+    origin.write_text("{damaged")
+    assert "rewrites it" in box.cli("import", "--show").err  # the hint the operator follows
+    other = tmp_path / "other.db"
+    make_source(other, rows=40)
+    before = box_digest(box)
+    r = box.cli("import", str(other), "--next-session", "S052")  # the live DB is still guarded
+    no_crash(r)
+    assert r.rc == 2 and "--replace" in r.err, r.err
+    assert box_digest(box) == before
+    for src in (first, other):  # the same source again (a rerun cannot be proven) and another one
+        r = box.cli("import", str(src), "--replace", "--json")
+        no_crash(r)
+        assert r.rc == 0 and r.json["changed"] is True, r.err
+        assert json.loads(origin.read_text())["source_sha256"] == sha(src)
+        origin.write_text("{damaged")
+    assert count_rows(box.db) == 40
+
+
 def test_import_refuses_while_another_process_holds_the_live_db(box: Runtime, tmp_path: Path, writer_factory) -> None:
     make_db(box.db, 30)
     src = staged(tmp_path)

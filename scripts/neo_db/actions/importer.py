@@ -526,7 +526,12 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
 
 def _is_installed(cfg: Config, actual: str) -> bool:
     """SOURCE (sha256 `actual`) is the recorded origin of the live DB, and both are in place."""
-    origin = load_origin(cfg)
+    try:
+        origin = load_origin(cfg)
+    except NeoDbError as exc:
+        # a damaged record proves no rerun: installing (the live DB guarded by --replace) rewrites it
+        log.warning("%s; it is not taken as a record of this source", exc.message)
+        return False
     return bool(origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin))
 
 
