@@ -160,6 +160,14 @@ def test_install_options_with_another_mode_are_refused_not_dropped(box: Runtime,
         r = box.cli("import", *argv)
         no_crash(r)
         assert r.rc == 2 and "takes no --" in r.err and "apply only to installing SOURCE" in r.err, (argv, r.err)
+    # Hostile review: an empty --legacy was no mode at all, so `import SOURCE --legacy "" --next-session
+    # S099` installed SOURCE and set the counter (and `import --legacy ""` asked for SOURCE).
+    before = box_digest(box)
+    for argv in (["--legacy", ""], [str(src), "--legacy", "", "--next-session", "S099"], ["--legacy=", "--replace"]):
+        r = box.cli("import", *argv)
+        no_crash(r)
+        assert r.rc == 2 and "--legacy" in r.err and "DIR" in r.err, (argv, r.err)
+        assert box_digest(box) == before, argv
     # Positive control: the same option where it applies.
     r = box.cli("import", str(src), "--next-session", "S051", "--json")
     assert r.rc == 0 and r.json["changed"] is True, r.err
