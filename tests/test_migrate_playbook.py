@@ -197,3 +197,33 @@ def test_more_than_one_target_host_is_refused(box: Box, tmp_path: Path) -> None:
     rc, out = box.play("--check", "-e", f"source={good}", "--limit", "neo-live-1")
     assert rc == 0, out[-3000:]
     assert box.box_calls() == ["import --show --json"]
+
+
+def test_a_rerun_removes_only_the_staged_copies_a_killed_run_left_and_check_mode_removes_nothing(box: Box, tmp_path: Path) -> None:
+    # Hostile review: the cleanup's glob (.migrate-*.staging) also took a file an operator named
+    # .migrate-notes.staging in the DB directory; only the play's own names (.migrate-<16 hex>.staging,
+    # -wal, -shm) are its copies.
+    good = tmp_path / "neo_live_stage1.db"
+    make_db(good, rows=40)
+    done = box.runtime.cli("import", str(good), "--next-session", "S051")  # as the earlier (killed) run got to
+    assert done.rc == 0, done.err
+    db_dir = box.runtime.db.parent
+    stale = [db_dir / f".migrate-0123456789abcdef.staging{s}" for s in ("", "-wal", "-shm")]
+    keep = [db_dir / ".migrate-notes.staging", db_dir / ".migrate-notes.staging.txt", db_dir / ".migrate-0123456789ABCDEF.staging.bak"]
+    for p in stale + keep:
+        p.write_text("x")
+    link = db_dir / ".migrate-fedcba9876543210.staging"
+    link.symlink_to(box.runtime.db)
+    live_sha = hashlib.sha256(box.runtime.db.read_bytes()).hexdigest()
+    before = tree_sums(box.runtime.root)
+    rc, out = box.play("--check", "-e", f"source={good}", "-e", "next_session=S051")
+    assert rc == 0, out[-3000:]
+    assert tree_sums(box.runtime.root) == before, "--check removes nothing"
+    assert all(p.exists() for p in stale)
+    rc, out = box.play("-e", f"source={good}", "-e", "next_session=S051")
+    assert rc == 0, out[-3000:]
+    flat = " ".join(out.split())  # the YAML callback folds long messages
+    assert "nothing to do" in flat and "next_session=S051 is not applied on a rerun" in flat, out[-3000:]
+    assert not any(p.exists() for p in stale), out[-3000:]
+    assert all(p.exists() for p in keep), [p.name for p in keep if not p.exists()]
+    assert link.is_symlink() and hashlib.sha256(box.runtime.db.read_bytes()).hexdigest() == live_sha
