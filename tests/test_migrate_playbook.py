@@ -227,3 +227,24 @@ def test_a_rerun_removes_only_the_staged_copies_a_killed_run_left_and_check_mode
     assert not any(p.exists() for p in stale), out[-3000:]
     assert all(p.exists() for p in keep), [p.name for p in keep if not p.exists()]
     assert link.is_symlink() and hashlib.sha256(box.runtime.db.read_bytes()).hexdigest() == live_sha
+
+
+def test_a_killed_runs_staged_legacy_backups_are_not_imported_by_the_next_run(box: Box, tmp_path: Path) -> None:
+    # Hostile review: a run killed while staging legacy_dir=A (say, the wrong directory, noticed and
+    # interrupted) left A's copies in <runtime>/.migrate-legacy; the next run with legacy_dir=B
+    # staged B beside them and imported A's backups as well.
+    good = tmp_path / "neo_live_stage1.db"
+    make_db(good, rows=40)
+    assert box.runtime.cli("import", str(good)).rc == 0  # the rerun path: no engine to stop here
+    left = box.runtime.root / ".migrate-legacy"
+    left.mkdir(mode=0o700)
+    make_db(left / "neo_live_stage1.db.bak.20250101T000000Z", rows=7)  # from the killed run's directory A
+    legacy = tmp_path / "windows-backups"
+    legacy.mkdir()
+    make_db(legacy / "neo_live_stage1.db.bak.20260421T165223Z", rows=60)
+    rc, out = box.play("-e", f"source={good}", "-e", f"legacy_dir={legacy}")
+    assert rc == 0, out[-3000:]
+    listed = json.loads(box.runtime.cli("list", "--json").out)["backups"]
+    legacy_names = sorted(b["name"] for b in listed if b["phase"] == "legacy")
+    assert legacy_names == ["neo_live_stage1_legacy_2026-04-21T16-52-23Z"], legacy_names
+    assert not left.exists()
