@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +160,14 @@ def test_install_options_with_another_mode_are_refused_not_dropped(box: Runtime,
         r = box.cli("import", *argv)
         no_crash(r)
         assert r.rc == 2 and "takes no --" in r.err and "apply only to installing SOURCE" in r.err, (argv, r.err)
+    # Hostile review: an empty --legacy was no mode at all, so `import SOURCE --legacy "" --next-session
+    # S099` installed SOURCE and set the counter (and `import --legacy ""` asked for SOURCE).
+    before = box_digest(box)
+    for argv in (["--legacy", ""], [str(src), "--legacy", "", "--next-session", "S099"], ["--legacy=", "--replace"]):
+        r = box.cli("import", *argv)
+        no_crash(r)
+        assert r.rc == 2 and "--legacy" in r.err and "DIR" in r.err, (argv, r.err)
+        assert box_digest(box) == before, argv
     # Positive control: the same option where it applies.
     r = box.cli("import", str(src), "--next-session", "S051", "--json")
     assert r.rc == 0 and r.json["changed"] is True, r.err
@@ -186,6 +195,55 @@ def test_preflight_refuses_a_hot_rollback_journal_beside_the_source(src_dir: Pat
     assert r.rc == 0, r.err
 
 
+def test_preflight_refuses_a_journal_it_cannot_read_as_a_file_without_hanging(src_dir: Path) -> None:
+    # Hostile review: a FIFO named <src>-journal hung the preflight forever (open() blocks for a
+    # writer); a directory or an unreadable hot journal passed as "not hot" (fail-open).
+    src = src_dir / "neo_live_stage1.db"
+    make_rollback_source(src)
+    journal = Path(f"{src}-journal")
+    env = {**os.environ, "NEO_DB_CONFIG": "/nonexistent/db_safeguards.yml"}
+    os.mkfifo(journal)
+    try:
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, str(NEO_DB), "import", "--preflight", str(src)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the preflight hung on the FIFO {journal}")
+    assert proc.returncode == 2 and str(journal) in proc.stderr and "not a regular file" in proc.stderr, proc.stderr
+    journal.unlink()
+    journal.mkdir()
+    r = run_noconfig("import", "--preflight", str(src))
+    no_crash(r)
+    assert r.rc == 2 and str(journal) in r.err and "not a regular file" in r.err, r.err
+    journal.rmdir()
+    # A hot journal the user cannot read: cannot tell it is not hot, so refused, naming it.
+    shared = Path(tempfile.mkdtemp(prefix="neo-import-journal-"))  # a path nobody may walk (pytest's tmp is 0700)
+    try:
+        os.chmod(shared, 0o755)  # noqa: S103 (nobody must walk to the source)
+        hot = shared / "hot.db"
+        _hot_journal(hot)
+        os.chmod(hot, 0o644)
+        os.chmod(f"{hot}-journal", 0o600)
+        proc = subprocess.run(
+            ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), "import", "--preflight", str(hot)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(shared)
+    assert proc.returncode == 2 and f"{hot}-journal" in proc.stderr and "cannot be read" in proc.stderr, proc.stderr
+    # Positive control: without a journal the rollback source passes.
+    assert run_noconfig("import", "--preflight", str(src)).rc == 0
+
+
 def test_preflight_recovers_rows_held_only_in_the_wal_and_writes_nothing_beside_the_source(src_dir: Path) -> None:
     src = src_dir / "neo_live_stage1.db"
     make_source(src, rows=100, wal_rows=25)
@@ -201,6 +259,28 @@ def test_preflight_recovers_rows_held_only_in_the_wal_and_writes_nothing_beside_
     assert tree_digest(src_dir) == before  # no -shm, no checkpoint, nothing next to SOURCE
     text = run_noconfig("import", "--preflight", str(src))
     assert text.rc == 0 and "trades" in text.out and "125" in text.out and doc["sha256"] in text.out
+
+
+def test_preflight_through_a_symlink_takes_the_wal_and_journal_beside_the_file_it_names(src_dir: Path) -> None:
+    # Hostile review: `import --preflight link.db` (link.db -> data/neo_live_stage1.db) looked for
+    # link.db-wal, so the 25 rows held only in data/neo_live_stage1.db-wal were silently dropped (as
+    # SQLite, which finds -wal and -journal beside the symlink's target) and a hot -journal there was missed.
+    data = src_dir / "data"
+    data.mkdir()
+    real = data / "neo_live_stage1.db"
+    make_source(real, rows=100, wal_rows=25)
+    link = src_dir / "link.db"
+    link.symlink_to(real)
+    r = run_noconfig("import", "--preflight", str(link), "--json")
+    assert r.rc == 0, r.err
+    assert r.json["tables"] == {"trades": 125} and r.json["wal_sha256"] == sha(Path(f"{real}-wal")), r.json
+    hot = data / "hot.db"
+    _hot_journal(hot)
+    hot_link = src_dir / "hot-link.db"
+    hot_link.symlink_to(hot)
+    r = run_noconfig("import", "--preflight", str(hot_link))
+    no_crash(r)
+    assert r.rc == 2 and f"{hot}-journal" in r.err and "hot rollback journal" in r.err, r.err
 
 
 def count_rows_raw_main_file(db: Path) -> int:
@@ -420,6 +500,30 @@ def test_an_existing_db_is_refused_without_replace_and_quarantined_with_it(box: 
     assert count_rows(box.db) == 100
     listed = box.cli("list", "--json").json["backups"]
     assert any(b["phase"] == "abnormal" and b["session"] == "quarantine" for b in listed)
+
+
+def test_a_damaged_origin_record_is_rewritten_by_import_replace_as_its_hint_says(box: Runtime, tmp_path: Path) -> None:
+    # Hostile review: with origin.json damaged, every `neo-db import SOURCE` (--replace too) failed on
+    # reading it, while the error's hint said "'neo-db import' rewrites it": the operator was stuck.
+    first = staged(tmp_path, rows=5)
+    assert box.cli("import", str(first), "--next-session", "S051").rc == 0
+    origin = box.state / "origin.json"
+    origin.write_text("{damaged")
+    assert "rewrites it" in box.cli("import", "--show").err  # the hint the operator follows
+    other = tmp_path / "other.db"
+    make_source(other, rows=40)
+    before = box_digest(box)
+    r = box.cli("import", str(other), "--next-session", "S052")  # the live DB is still guarded
+    no_crash(r)
+    assert r.rc == 2 and "--replace" in r.err, r.err
+    assert box_digest(box) == before
+    for src in (first, other):  # the same source again (a rerun cannot be proven) and another one
+        r = box.cli("import", str(src), "--replace", "--json")
+        no_crash(r)
+        assert r.rc == 0 and r.json["changed"] is True, r.err
+        assert json.loads(origin.read_text())["source_sha256"] == sha(src)
+        origin.write_text("{damaged")
+    assert count_rows(box.db) == 40
 
 
 def test_import_refuses_while_another_process_holds_the_live_db(box: Runtime, tmp_path: Path, writer_factory) -> None:

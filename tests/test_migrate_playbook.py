@@ -197,3 +197,54 @@ def test_more_than_one_target_host_is_refused(box: Box, tmp_path: Path) -> None:
     rc, out = box.play("--check", "-e", f"source={good}", "--limit", "neo-live-1")
     assert rc == 0, out[-3000:]
     assert box.box_calls() == ["import --show --json"]
+
+
+def test_a_rerun_removes_only_the_staged_copies_a_killed_run_left_and_check_mode_removes_nothing(box: Box, tmp_path: Path) -> None:
+    # Hostile review: the cleanup's glob (.migrate-*.staging) also took a file an operator named
+    # .migrate-notes.staging in the DB directory; only the play's own names (.migrate-<16 hex>.staging,
+    # -wal, -shm) are its copies.
+    good = tmp_path / "neo_live_stage1.db"
+    make_db(good, rows=40)
+    done = box.runtime.cli("import", str(good), "--next-session", "S051")  # as the earlier (killed) run got to
+    assert done.rc == 0, done.err
+    db_dir = box.runtime.db.parent
+    stale = [db_dir / f".migrate-0123456789abcdef.staging{s}" for s in ("", "-wal", "-shm")]
+    keep = [db_dir / ".migrate-notes.staging", db_dir / ".migrate-notes.staging.txt", db_dir / ".migrate-0123456789ABCDEF.staging.bak"]
+    for p in stale + keep:
+        p.write_text("x")
+    link = db_dir / ".migrate-fedcba9876543210.staging"
+    link.symlink_to(box.runtime.db)
+    live_sha = hashlib.sha256(box.runtime.db.read_bytes()).hexdigest()
+    before = tree_sums(box.runtime.root)
+    rc, out = box.play("--check", "-e", f"source={good}", "-e", "next_session=S051")
+    assert rc == 0, out[-3000:]
+    assert tree_sums(box.runtime.root) == before, "--check removes nothing"
+    assert all(p.exists() for p in stale)
+    rc, out = box.play("-e", f"source={good}", "-e", "next_session=S051")
+    assert rc == 0, out[-3000:]
+    flat = " ".join(out.split())  # the YAML callback folds long messages
+    assert "nothing to do" in flat and "next_session=S051 is not applied on a rerun" in flat, out[-3000:]
+    assert not any(p.exists() for p in stale), out[-3000:]
+    assert all(p.exists() for p in keep), [p.name for p in keep if not p.exists()]
+    assert link.is_symlink() and hashlib.sha256(box.runtime.db.read_bytes()).hexdigest() == live_sha
+
+
+def test_a_killed_runs_staged_legacy_backups_are_not_imported_by_the_next_run(box: Box, tmp_path: Path) -> None:
+    # Hostile review: a run killed while staging legacy_dir=A (say, the wrong directory, noticed and
+    # interrupted) left A's copies in <runtime>/.migrate-legacy; the next run with legacy_dir=B
+    # staged B beside them and imported A's backups as well.
+    good = tmp_path / "neo_live_stage1.db"
+    make_db(good, rows=40)
+    assert box.runtime.cli("import", str(good)).rc == 0  # the rerun path: no engine to stop here
+    left = box.runtime.root / ".migrate-legacy"
+    left.mkdir(mode=0o700)
+    make_db(left / "neo_live_stage1.db.bak.20250101T000000Z", rows=7)  # from the killed run's directory A
+    legacy = tmp_path / "windows-backups"
+    legacy.mkdir()
+    make_db(legacy / "neo_live_stage1.db.bak.20260421T165223Z", rows=60)
+    rc, out = box.play("-e", f"source={good}", "-e", f"legacy_dir={legacy}")
+    assert rc == 0, out[-3000:]
+    listed = json.loads(box.runtime.cli("list", "--json").out)["backups"]
+    legacy_names = sorted(b["name"] for b in listed if b["phase"] == "legacy")
+    assert legacy_names == ["neo_live_stage1_legacy_2026-04-21T16-52-23Z"], legacy_names
+    assert not left.exists()

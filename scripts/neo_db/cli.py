@@ -404,6 +404,9 @@ _INSTALL_ONLY = {"next_session": "--next-session", "replace": "--replace", "sour
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.legacy == "":
+        # an empty DIR would be no mode at all: SOURCE would be installed instead
+        raise UsageError("import --legacy needs DIR, the directory holding the Windows-era backups (it was empty)")
     mode = next((flag for flag in ("preflight", "show", "adopt", "legacy") if getattr(args, flag)), None)
     given = [opt for dest, opt in _INSTALL_ONLY.items() if getattr(args, dest, None) not in (None, False)]
     if mode and given:

@@ -53,6 +53,9 @@ def backup_hint(name: str) -> str:
 def source_paths(arg: str) -> tuple[Path, Path | None]:
     """SOURCE and its -wal (None if there is none). Raises UsageError (exit 2) for a path that is not a DB file."""
     src = Path(arg).absolute()
+    if os.path.islink(src):
+        # SQLite finds -wal and -journal beside the file a symlink names, not beside the symlink
+        src = Path(os.path.realpath(src))
     if src.name.endswith("-wal"):
         db = src.with_name(src.name[: -len("-wal")])
         raise UsageError(
@@ -84,6 +87,9 @@ def source_paths(arg: str) -> tuple[Path, Path | None]:
     if os.path.lexists(wal) and not wal.is_file():
         raise UsageError(f"{wal} is not a regular file", hint="look at it and move it away")
     journal = Path(f"{src}-journal")
+    if os.path.lexists(journal) and not journal.is_file():
+        # a FIFO would block open() forever; a directory or a device is no journal SQLite wrote
+        raise UsageError(f"{journal} is not a regular file", hint="look at it and move it away")
     if _is_hot_journal(journal):
         # A rollback-mode writer died mid-transaction: the DB file alone holds half of it. Copying
         # it without the journal would install that half; the journal belongs to the source box.
@@ -103,10 +109,14 @@ def _is_hot_journal(journal: Path) -> bool:
     """A -journal that SQLite would roll back: a regular file whose header is valid (a zeroed or
     empty one, as journal_mode=PERSIST or TRUNCATE leave, is not)."""
     try:
-        with open(journal, "rb") as fh:
-            return fh.read(8) == JOURNAL_MAGIC
-    except OSError:
+        fd = os.open(journal, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
         return False
+    except OSError as exc:
+        # cannot tell it is not hot: refused rather than installing half a transaction
+        raise UsageError(f"{journal} cannot be read: {exc.strerror or exc}", hint="run as a user who may read it") from None
+    with open(fd, "rb") as fh:
+        return fh.read(8) == JOURNAL_MAGIC
 
 
 @dataclasses.dataclass
@@ -516,7 +526,12 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
 
 def _is_installed(cfg: Config, actual: str) -> bool:
     """SOURCE (sha256 `actual`) is the recorded origin of the live DB, and both are in place."""
-    origin = load_origin(cfg)
+    try:
+        origin = load_origin(cfg)
+    except NeoDbError as exc:
+        # a damaged record proves no rerun: installing (the live DB guarded by --replace) rewrites it
+        log.warning("%s; it is not taken as a record of this source", exc.message)
+        return False
     return bool(origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin))
 
 
