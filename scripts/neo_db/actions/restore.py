@@ -332,11 +332,12 @@ def recover(cfg: Config) -> None:
         # The restored DB is in place: what is missing is the quarantine. Sessions go on; the
         # old files stay in the staging dir (never deleted) and every neo-db run retries.
         _unfinished.add(staging)
-        fix = (
-            "run any neo-db command as root once (the restore ran as root), or give those files to the service user"
-            if isinstance(exc, PermissionError)
-            else f"free space in {catalog.phase_dir(cfg, 'abnormal')}?"
-        )
+        if isinstance(exc, PermissionError):
+            fix = "run any neo-db command as root once (the restore ran as root), or give those files to the service user"
+        elif isinstance(exc, OSError):
+            fix = f"free space in {catalog.phase_dir(cfg, 'abnormal')}?"
+        else:
+            fix = f"look at {staging} and the quarantine it names; the live DB is the restored one"
         log.error(
             "the restored DB is in place, but the interrupted restore could not be finished: %s. What it moved aside "
             "stays in %s (never deleted); every neo-db run retries (%s)",
@@ -430,7 +431,14 @@ def _read_journal(staging: Path) -> dict[str, Any] | None:
 
 
 def _new_journal(plan: dict[str, Any], live: list[Path]) -> dict[str, Any]:
-    """What the restore will do. The live files' sha256s become the quarantine's manifest."""
+    """What the restore will do. The live files' sha256s become the quarantine's manifest.
+
+    Each is fsynced first: what is hashed must be what is on the disk. A stopped engine's -shm
+    (and a synchronous=NORMAL -wal) can still be dirty in the page cache; after a power cut the
+    quarantine then failed its own sha256 check and the restore could never be finished (seen
+    in the VM: tests/test_vm_faults.py::test_a_power_cut_right_after_a_restore_step)."""
+    for path in live:
+        fsutil.fsync_file(path)
     files = {p.name: {"size": p.stat().st_size, "sha256": fsutil.sha256_file(p)} for p in live}
     return {
         "state": PREPARE,
