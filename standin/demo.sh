@@ -7,11 +7,15 @@ cd "$(dirname "$0")/.."
 
 name=neo-vps-local
 suite=${NEO_STANDIN_SUITE:-bookworm}
+# site.yml's host baseline loads an nftables ruleset (NET_ADMIN; without it: "netlink: cache
+# initialization failed: Operation not permitted") and needrestart reads /proc/PID/maps
+# (SYS_PTRACE), as on a real host whose root has every capability; molecule grants the same.
+caps=(--cap-add NET_ADMIN --cap-add SYS_PTRACE)
 case "$suite" in
-  bookworm) image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12}; caps=() ;;
+  bookworm) image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian12} ;;
   # systemd 257 keeps CAP_SYS_ADMIN for ProtectHostname=/ProtectKernelTunables= with User=:
   # a container must grant it (a real host's PID 1 has it), or sessions fail with 217/USER.
-  trixie) image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian13-fresh}; caps=(--cap-add SYS_ADMIN) ;;
+  trixie) image=${NEO_STANDIN_IMAGE:-localhost/neo-vps-standin:debian13-fresh}; caps+=(--cap-add SYS_ADMIN) ;;
   *) echo "error: NEO_STANDIN_SUITE=$suite: use bookworm (Debian 12) or trixie (Debian 13)" >&2; exit 2 ;;
 esac
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/standin/containers.conf}
@@ -22,6 +26,10 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 step "stand-in VPS $name ($image)"
 if podman container exists "$name" && [ "$(podman inspect -f '{{.ImageName}}' "$name")" != "$image" ]; then
   echo "error: $name runs $(podman inspect -f '{{.ImageName}}' "$name"), not $image: 'make standin-down' removes it" >&2
+  exit 2
+fi
+if podman container exists "$name" && ! podman inspect -f '{{range .HostConfig.CapAdd}}{{.}} {{end}}' "$name" | grep -q NET_ADMIN; then
+  echo "error: $name was started without NET_ADMIN (an older demo), which the host baseline's firewall needs: 'make standin-down' removes it (its demo DB with it), then rerun" >&2
   exit 2
 fi
 if ! podman container exists "$name"; then

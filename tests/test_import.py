@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FLAG049, NEO_DB, PHASE_SUBDIRS, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows, make_db
+from conftest import FLAG049, NEO_DB, PHASE_SUBDIRS, SERVICE_PYTHON, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows, make_db
 from test_hot_journal import _hot_journal
 from test_restore import leave_wal
 
@@ -230,11 +230,13 @@ def test_preflight_refuses_a_journal_it_cannot_read_as_a_file_without_hanging(sr
         os.chmod(hot, 0o644)
         os.chmod(f"{hot}-journal", 0o600)
         proc = subprocess.run(
-            ["runuser", "-u", "nobody", "--", SYSTEM_PYTHON, str(NEO_DB), "import", "--preflight", str(hot)],
+            # the distro python3 (nobody cannot reach make pythons' interpreters under /root), and
+            # no PYTHONPATH (pythons.sh may point it at a root-only dir)
+            ["runuser", "-u", "nobody", "--", SERVICE_PYTHON, str(NEO_DB), "import", "--preflight", str(hot)],
             check=False,
             capture_output=True,
             text=True,
-            env=env,
+            env={k: v for k, v in env.items() if k != "PYTHONPATH"},
             timeout=120,
         )
     finally:
