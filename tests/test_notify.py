@@ -181,8 +181,9 @@ RUN = "0123456789abcdef0123456789abcdef"  # the killed run's $INVOCATION_ID
 
 def fake_systemctl(tmp: Path, invocation: str, result: str) -> dict[str, str]:
     """PATH with a `systemctl show` that reports the engine unit's run: systemd itself runs in
-    the stand-in (molecule verify); here only its answer is needed."""
-    bin_dir = tmp / "fake-bin"
+    the stand-in (molecule verify); here only its answer is needed. One dir per answer: envs
+    built together must not share (and overwrite) one script."""
+    bin_dir = tmp / f"fake-bin-{invocation}-{result}"
     bin_dir.mkdir(exist_ok=True)
     script = bin_dir / "systemctl"
     props = f"Result={result}", "ExecMainStatus=9", "ActiveState=failed", "Description=NEO engine", f"InvocationID={invocation}"
@@ -223,6 +224,8 @@ def test_one_sigkill_makes_one_message_though_on_failure_fires_too(runtime: Runt
     for unit, env in (
         ("neo-db-drill.service", runtime.env(MONITOR_INVOCATION_ID=RUN, MONITOR_SERVICE_RESULT="exit-code")),
         ("neo-engine.service", runtime.env(MONITOR_INVOCATION_ID=RUN, MONITOR_SERVICE_RESULT="start-limit-hit")),
+        # the same run, but it exited non-zero by itself: Restart=on-abnormal leaves it down
+        ("neo-engine.service", runtime.env(MONITOR_INVOCATION_ID=RUN, MONITOR_SERVICE_RESULT="exit-code")),
         ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, RUN, "start-limit-hit"))),
         ("neo-engine.service", runtime.env(MONITOR_INVOCATION_ID=RUN[::-1], MONITOR_SERVICE_RESULT="signal")),
         ("neo-engine.service", runtime.env(**fake_systemctl(tmp_path, RUN[::-1], "exit-code"))),

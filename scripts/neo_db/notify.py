@@ -404,9 +404,11 @@ def _latest_session(cfg: Any) -> tuple[str | None, str]:
 
 
 ABNORMAL_QUEUED_KEY = "abnormal_stop_queued"  # metrics state: {session, invocation} of the last queued abnormal stop
-# The unit results of a run that died (the stop hook classifies it abnormal); start-limit-hit,
-# resources and the like are a unit that could not run at all: always sent.
-DIED_RESULTS = frozenset({"signal", "core-dump", "exit-code", "watchdog", "timeout", "oom-kill"})
+# The unit results of a run that died and that Restart=on-abnormal (the default) restarts: the
+# stop hook's abnormal_stop message says it all. An engine that exited non-zero by itself
+# (exit-code) is not restarted and stays down: that failure is sent too, as are start-limit-hit,
+# resources and the like (a unit that could not run at all).
+DIED_RESULTS = frozenset({"signal", "core-dump", "watchdog", "timeout", "oom-kill"})
 
 
 def _invocation(value: object) -> str:
