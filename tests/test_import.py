@@ -333,7 +333,7 @@ def test_preflight_reports_a_rollback_journal_source(src_dir: Path) -> None:
 def test_show_on_a_fresh_box_and_the_highest_session(runtime: Runtime) -> None:
     r = runtime.cli("import", "--show", "--json")
     assert r.rc == 0, r.err
-    assert r.json == {"origin": None, "live_db_exists": False, "live_sha256": None, "highest_session": None}
+    assert r.json == {"origin": None, "origin_error": None, "live_db_exists": False, "live_sha256": None, "highest_session": None}
     runtime.state.mkdir(parents=True, exist_ok=True)
     (runtime.state / "session_counter.json").write_text(json.dumps({"last_number": 50, "session": "S050"}))
     assert runtime.cli("import", "--show", "--json").json["highest_session"] == "S050"
@@ -511,7 +511,12 @@ def test_a_damaged_origin_record_is_rewritten_by_import_replace_as_its_hint_says
     assert box.cli("import", str(first), "--next-session", "S051").rc == 0
     origin = box.state / "origin.json"
     origin.write_text("{damaged")
-    assert "rewrites it" in box.cli("import", "--show").err  # the hint the operator follows
+    # --show (migrate.yml's first question to the box) answers, naming the damage: it was exit 1
+    shown = box.cli("import", "--show", "--json")
+    assert shown.rc == 0 and shown.json["origin"] is None and "unreadable" in shown.json["origin_error"], shown.err
+    assert "rewrites it" in shown.err  # the hint the operator follows
+    text = box.cli("import", "--show")
+    assert text.rc == 0 and "origin: DAMAGED: " in text.out, text.out + text.err
     other = tmp_path / "other.db"
     make_source(other, rows=40)
     before = box_digest(box)
@@ -526,6 +531,11 @@ def test_a_damaged_origin_record_is_rewritten_by_import_replace_as_its_hint_says
         assert json.loads(origin.read_text())["source_sha256"] == sha(src)
         origin.write_text("{damaged")
     assert count_rows(box.db) == 40
+    # --adopt (AtoCore's way, and confirm's hint) rewrites a damaged record too: it was exit 1
+    r = box.cli("import", "--adopt", "--json")
+    no_crash(r)
+    assert r.rc == 0 and r.json["changed"] is True, r.err
+    assert json.loads(origin.read_text())["adopted"] is True
 
 
 def test_import_refuses_while_another_process_holds_the_live_db(box: Runtime, tmp_path: Path, writer_factory) -> None:

@@ -403,6 +403,10 @@ _INSTALL_ONLY = {"next_session": "--next-session", "replace": "--replace", "sour
                  "source_host": "--source-host", "source_path": "--source-path"}  # fmt: skip
 
 
+def _damaged_or_none(error: str | None) -> str:
+    return f"DAMAGED: {error}" if error else "none recorded"
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     if args.legacy == "":
         # an empty DIR would be no mode at all: SOURCE would be installed instead
@@ -428,7 +432,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         origin = doc["origin"]
         text = "\n".join(
             [
-                f"origin: {fsutil.to_json(origin, indent=None) if origin else 'none recorded'}",
+                f"origin: {fsutil.to_json(origin, indent=None) if origin else _damaged_or_none(doc['origin_error'])}",
                 f"live DB: {'present, sha256 ' + doc['live_sha256'] if doc['live_db_exists'] else 'none'}",
                 f"highest session: {doc['highest_session'] or 'none'}",
             ]

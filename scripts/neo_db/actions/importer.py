@@ -279,11 +279,23 @@ def highest_session(cfg: Config) -> tuple[int, str] | None:
     return max(found) if found else None
 
 
+def _origin_or_damage(cfg: Config) -> tuple[dict[str, Any] | None, str | None]:
+    """The origin record, or (None, why) for a damaged one: it proves nothing, and the commands
+    that write it (import SOURCE --replace, --adopt) must not be blocked by it."""
+    try:
+        return load_origin(cfg), None
+    except NeoDbError as exc:
+        log.warning("%s; it is taken as no record (import --replace or --adopt rewrites it)", exc.message)
+        return None, exc.message
+
+
 def show(cfg: Config) -> dict[str, Any]:
     highest = highest_session(cfg)
     live = cfg.db_path.is_file()
+    origin, damage = _origin_or_damage(cfg)
     return {
-        "origin": load_origin(cfg),
+        "origin": origin,
+        "origin_error": damage,
         "live_db_exists": live,
         "live_sha256": fsutil.sha256_file(cfg.db_path) if live else None,
         "highest_session": session.format_session(cfg, highest[0]) if highest else None,
@@ -526,12 +538,7 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
 
 def _is_installed(cfg: Config, actual: str) -> bool:
     """SOURCE (sha256 `actual`) is the recorded origin of the live DB, and both are in place."""
-    try:
-        origin = load_origin(cfg)
-    except NeoDbError as exc:
-        # a damaged record proves no rerun: installing (the live DB guarded by --replace) rewrites it
-        log.warning("%s; it is not taken as a record of this source", exc.message)
-        return False
+    origin, _damage = _origin_or_damage(cfg)  # a damaged record proves no rerun: installing rewrites it
     return bool(origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin))
 
 
@@ -715,7 +722,7 @@ def adopt(cfg: Config, *, dry_run: bool) -> dict[str, Any]:
     from ..errors import DbMissingError  # noqa: PLC0415
     from . import backup, restore  # noqa: PLC0415
 
-    origin = load_origin(cfg)
+    origin, _damage = _origin_or_damage(cfg)
     if origin is not None and _imported_entry(cfg, origin) is not None:
         log.info("the origin of %s is already recorded (%s)", cfg.db_path, origin.get("imported_backup"))
         return _result(cfg, False, origin, None, None)
