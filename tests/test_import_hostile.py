@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -171,6 +172,42 @@ def test_a_killed_import_whose_backup_is_out_of_sight_is_kept_for_later_not_call
     origin = json.loads((box.state / "origin.json").read_text())
     assert origin["source_sha256"] == sha(src) and origin["imported_backup"] in imported_names(box)
     assert not (box.state / "import-pending.json").exists()
+    assert box.stop().rc == 0
+
+
+def test_a_killed_import_whose_backup_comes_back_after_sessions_changed_the_db_is_finished_not_undone(box: Runtime, tmp_path: Path) -> None:
+    """Review finding: once the new DB was seen live (backup out of sight), sessions go on and change it;
+    when the backup is visible again the live sha256 no longer matches, and the next run took that for a
+    roll back: it deleted the imported backup of the DB that is live and never wrote origin.json."""
+    make_source(box.db, 30)
+    os.chown(box.db, 65534, 65534)
+    src = staged(tmp_path, rows=90, wal_rows=7)
+    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{restore.ENV_FAULT_STEP: "recorded"}))
+    assert r.rc == -9, r.err
+    imported, hidden = box.backups / "imported", box.backups / "imported.away"
+    imported.rename(hidden)
+    start = as_service_user(box, "session-start")  # the new DB is seen live; the session goes on
+    assert start.rc == 0, start.err
+    assert json.loads((box.state / "current_session.json").read_text())["session"] == "S051"
+    conn = sqlite3.connect(box.db)
+    with conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS engine_notes (n INTEGER)")
+        conn.execute("INSERT INTO engine_notes VALUES (1)")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert box.stop().rc == 0
+    shutil.rmtree(imported, ignore_errors=True)
+    hidden.rename(imported)
+    names = imported_names(box)
+    assert names, "precondition: the killed run's imported backup is back in sight"
+    check = as_service_user(box, "session-start")
+    no_crash(check, "recorded")
+    assert check.rc == 0 and "was rolled back" not in check.err, check.err
+    assert imported_names(box) == names, "the imported backup of the live DB is kept"
+    origin = json.loads((box.state / "origin.json").read_text())
+    assert origin["source_sha256"] == sha(src) and origin["imported_backup"] in names
+    assert not (box.state / "import-pending.json").exists()
+    assert json.loads((box.state / "current_session.json").read_text())["session"] == "S052", "the counter never goes back"
     assert box.stop().rc == 0
 
 

@@ -353,12 +353,14 @@ def check_next_session(cfg: Config, wanted: str | None, *, installed: bool = Fal
     return number
 
 
-def _set_counter(cfg: Config, number: int | None) -> bool:
-    """Make `number` the next session. True if the counter changed."""
+def _set_counter(cfg: Config, number: int | None, *, forward_only: bool = False) -> bool:
+    """Make `number` the next session. True if the counter changed.
+
+    forward_only: never move it back (an interrupted import finished after sessions have run)."""
     if number is None:
         return False
     last, _damage = session.read_counter(cfg)
-    if last == number - 1:
+    if last == number - 1 or (forward_only and last is not None and last >= number - 1):
         return False
     fsutil.write_json_atomic(session._counter_path(cfg), _counter_doc(cfg, number))
     log.info("the session counter now gives %s next", session.format_session(cfg, number))
@@ -429,14 +431,18 @@ def finish_pending(cfg: Config, *, installed_only: bool = False) -> None:
         log.error("the pending import record %s holds no origin: look at it, then remove it", path)
         return
     own = _own_backups(cfg, origin)
-    live_is_new = cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256")
+    # Once a run saw the new DB live, it stays "installed": sessions may change it since.
+    seen = doc.get("installed_seen") is True
+    live_is_new = seen or (cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256"))
     installed = bool(own) and live_is_new
     number = doc.get("next_number")
     number = number if isinstance(number, int) and not isinstance(number, bool) else None
     if live_is_new and not own:
         # The new DB is live (its sha256 is this run's build), but its imported backup is out of sight
         # (backup_dir not mounted, unreadable): not a roll back. The counter now; origin when it is seen.
-        _set_counter(cfg, number)
+        _set_counter(cfg, number, forward_only=True)
+        if not seen:
+            fsutil.write_json_atomic(path, {**doc, "installed_seen": True})
         log.error(
             "the interrupted import of %s installed %s, but its imported backup is not found in %s: keeping %s "
             "until a run sees it (is backup_dir mounted and readable?)",
@@ -451,7 +457,7 @@ def finish_pending(cfg: Config, *, installed_only: bool = False) -> None:
     if installed:
         record = {**origin, "imported_backup": own[-1].db.name if own[-1].db else None, "installed_path": str(cfg.db_path)}
         fsutil.write_json_atomic(origin_path(cfg), record)
-        _set_counter(cfg, number)
+        _set_counter(cfg, number, forward_only=True)
         log.warning("finished the interrupted import of %s: origin recorded in %s", origin.get("source_path"), origin_path(cfg))
     else:
         current = None
