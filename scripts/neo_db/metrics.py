@@ -157,7 +157,7 @@ def update_state(state_dir: Path, changes: dict[str, Any]) -> None:
     """Merge `changes` into the metrics state (nested dicts merge one level deep). Raises OSError."""
     with _state_lock(state_dir) as locked:
         if not locked:
-            log.warning("metrics: the state lock in %s was busy for 5 s: not recorded: %s", state_dir, ", ".join(sorted(changes)))
+            log.warning("metrics: not recorded (%s)", ", ".join(sorted(changes)))  # _state_lock said why
             return
         doc = load_state(state_dir)
         for key, value in changes.items():
