@@ -14,7 +14,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,8 @@ SYSTEM_PYTHON = os.environ.get("NEO_DB_PYTHON") or ("/usr/bin/python3" if Path("
 SERVICE_PYTHON = "/usr/bin/python3"
 sys.dont_write_bytecode = True  # keep scripts/ free of __pycache__: the roles copy it to the VPS
 sys.path.insert(0, str(SCRIPTS))
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_hetzner.server import make_server  # noqa: E402  (tests/ on the path first)
 
 FLAG049 = "DB integrity check failed — session aborted. Run a backup or restore from last known-good backup before continuing."
 
@@ -289,3 +293,35 @@ def as_service_user(rt: Runtime, *args: str) -> Result:
         timeout=120,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+# ---- the fake Hetzner Cloud API on 127.0.0.1 (test_hetzner_backups, test_cloud_firewall) ----
+
+TOKEN = "fake-token-3f9a0c1d2e"
+
+
+@dataclass
+class FakeApi:
+    url: str
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"{self.url.removesuffix('/v1')}/__fake/state") as r:
+            return json.load(r)
+
+    def post(self, path: str, body: dict) -> None:
+        req = urllib.request.Request(f"{self.url.removesuffix('/v1')}{path}", data=json.dumps(body).encode(), method="POST")
+        req.add_header("Content-Type", "application/json")
+        urllib.request.urlopen(req).close()
+
+    def writes(self) -> list[dict]:
+        return self.state()["writes"]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    httpd = make_server(0, TOKEN, ["neo-live-1"])
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield FakeApi(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+    httpd.shutdown()
+    httpd.server_close()

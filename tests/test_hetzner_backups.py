@@ -3,51 +3,16 @@
 from __future__ import annotations
 
 import configparser
-import json
 import sys
-import threading
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import site_playbook
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_hetzner.server import make_server
+from conftest import TOKEN, FakeApi, site_playbook
 
 pytestmark = pytest.mark.ansible
-TOKEN = "fake-token-3f9a0c1d2e"
-
-
-@dataclass
-class FakeApi:
-    url: str
-
-    def state(self) -> dict:
-        with urllib.request.urlopen(f"{self.url.removesuffix('/v1')}/__fake/state") as r:
-            return json.load(r)
-
-    def post(self, path: str, body: dict) -> None:
-        req = urllib.request.Request(f"{self.url.removesuffix('/v1')}{path}", data=json.dumps(body).encode(), method="POST")
-        req.add_header("Content-Type", "application/json")
-        urllib.request.urlopen(req).close()
-
-    def writes(self) -> list[dict]:
-        return self.state()["writes"]
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    httpd = make_server(0, TOKEN, ["neo-live-1"])
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield FakeApi(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @dataclass

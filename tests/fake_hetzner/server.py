@@ -121,6 +121,7 @@ class State:
         self.state_file = state_file
         self.lock = threading.Lock()
         self.servers: dict[int, dict[str, Any]] = {}
+        self.firewalls: dict[int, dict[str, Any]] = {}
         self.actions: dict[int, dict[str, Any]] = {}
         self.polls: dict[int, int] = {}
         self.writes: list[dict[str, Any]] = []
@@ -237,6 +238,9 @@ class Handler(BaseHTTPRequestHandler):
                     st.actions[action["id"]] = action
                     self._send(201, {"action": action})
                     return
+            if path == "/firewalls" or path.startswith("/firewalls/"):
+                self._firewalls(method, path, url.query)
+                return
             m = re.fullmatch(r"/actions/(\d+)", path)
             if m and method == "GET":
                 action = st.actions.get(int(m[1]))
@@ -250,12 +254,99 @@ class Handler(BaseHTTPRequestHandler):
                 return
         self._error(404, f"no route for {method} {url.path}")
 
+    def _action(self, command: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
+        """A running action, finished on its second poll (as the real API's take a moment)."""
+        st = self.state
+        action = {
+            "id": 9000 + len(st.actions),
+            "command": command,
+            "status": "running",
+            "progress": 0,
+            "started": "2026-11-22T10:00:00+00:00",
+            "finished": None,
+            "resources": resources,
+            "error": None,
+        }
+        st.actions[action["id"]] = action
+        return action
+
+    @staticmethod
+    def _rule(rule: dict[str, Any]) -> dict[str, Any]:
+        """A rule as the API returns it: every key present, absent ones null or empty."""
+        return {
+            "direction": rule["direction"],
+            "protocol": rule["protocol"],
+            "port": rule.get("port"),
+            "source_ips": list(rule.get("source_ips") or []),
+            "destination_ips": list(rule.get("destination_ips") or []),
+            "description": rule.get("description"),
+        }
+
+    def _firewalls(self, method: str, path: str, query: str) -> None:
+        """/firewalls: list by name, create, read, set_rules, apply_to_resources (servers). Called under the lock."""
+        st = self.state
+        if path == "/firewalls" and method == "GET":
+            name = parse_qs(query).get("name", [None])[0]
+            found = [f for f in st.firewalls.values() if name is None or f["name"] == name]
+            pagination = {"page": 1, "per_page": 25, "previous_page": None, "next_page": None, "last_page": 1, "total_entries": len(found)}
+            self._send(200, {"firewalls": found, "meta": {"pagination": pagination}})
+            return
+        if path == "/firewalls" and method == "POST":
+            body = self._body()
+            if any(f["name"] == body.get("name") for f in st.firewalls.values()):
+                self._error(409, "firewall name is already used")
+                return
+            fid, st.next_id = st.next_id, st.next_id + 1
+            firewall = {
+                "id": fid,
+                "name": body["name"],
+                "labels": body.get("labels") or {},
+                "created": CREATED,
+                "rules": [self._rule(r) for r in body.get("rules") or []],
+                "applied_to": [],
+            }
+            st.firewalls[fid] = firewall
+            st.writes.append({"command": "create_firewall", "firewall": firewall["name"], "rules": firewall["rules"]})
+            st.save()
+            self._send(201, {"firewall": firewall, "actions": []})
+            return
+        m = re.fullmatch(r"/firewalls/(\d+)(/actions/(set_rules|apply_to_resources))?", path)
+        firewall = st.firewalls.get(int(m[1])) if m else None
+        if m is None or firewall is None:
+            self._error(404, "firewall not found")
+            return
+        if method == "GET" and not m[2]:
+            self._send(200, {"firewall": firewall})
+            return
+        if method == "POST" and m[3] == "set_rules":
+            firewall["rules"] = [self._rule(r) for r in self._body().get("rules") or []]
+            st.writes.append({"command": "set_rules", "firewall": firewall["name"], "rules": firewall["rules"]})
+            st.save()
+            self._send(201, {"actions": [self._action("set_firewall_rules", [{"id": firewall["id"], "type": "firewall"}])]})
+            return
+        if method == "POST" and m[3] == "apply_to_resources":
+            actions = []
+            for res in self._body().get("apply_to") or []:
+                sid = int((res.get("server") or {}).get("id", 0))
+                if res.get("type") != "server" or sid not in st.servers:
+                    self._error(422, "only existing servers can be applied to here")
+                    return
+                firewall["applied_to"].append({"type": "server", "server": {"id": sid}})
+                st.servers[sid]["public_net"]["firewalls"].append({"id": firewall["id"], "status": "applied"})
+                st.writes.append({"command": "apply_firewall", "firewall": firewall["name"], "server": st.servers[sid]["name"]})
+                actions.append(self._action("apply_firewall", [{"id": firewall["id"], "type": "firewall"}, {"id": sid, "type": "server"}]))
+            st.save()
+            self._send(201, {"actions": actions})
+            return
+        self._error(404, f"no route for {method} {path}")
+
     def _control(self, method: str) -> None:
         st = self.state
         path = urlparse(self.path).path
         with st.lock:
             if method == "GET" and path == "/__fake/state":
-                self._send(200, {"servers": list(st.servers.values()), "writes": st.writes, "requests": st.requests})
+                doc = {"servers": list(st.servers.values()), "firewalls": list(st.firewalls.values())}
+                self._send(200, {**doc, "writes": st.writes, "requests": st.requests})
             elif method == "POST" and path == "/__fake/faults":
                 body = self._body()
                 st.faults.extend([int(body["status"])] * int(body.get("count", 1)))

@@ -1,0 +1,126 @@
+"""The Hetzner Cloud Firewall (neo_host, site.yml --tags hetzner) against the fake Hetzner API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import TOKEN, FakeApi, site_playbook
+from test_hetzner_backups import Run
+
+pytestmark = pytest.mark.ansible
+
+ANYWHERE = ["0.0.0.0/0", "::/0"]
+ICMP = {
+    "direction": "in",
+    "protocol": "icmp",
+    "port": None,
+    "source_ips": ANYWHERE,
+    "destination_ips": [],
+    "description": "ICMP and ICMPv6 (ping, path MTU)",
+}
+
+
+def ssh(port: str = "22", cidrs: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "direction": "in",
+        "protocol": "tcp",
+        "port": port,
+        "source_ips": cidrs or ANYWHERE,
+        "destination_ips": [],
+        "description": "SSH",
+    }
+
+
+@pytest.fixture
+def play(tmp_path: Path, api: FakeApi):
+    def run(*extra: str, token: str = TOKEN, **host_vars: Any) -> Run:
+        inventory = tmp_path / "inventory.yml"
+        host = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "ansible_become": False,
+            "hetzner_backups_fact_path": str(tmp_path / "facts.d" / "hetzner_backups.fact"),
+            **host_vars,
+        }
+        inventory.write_text(yaml.safe_dump({"neo_vps": {"hosts": {"neo-live-1": host}}}))
+        rc, out = site_playbook(inventory, "--tags", "hetzner", *extra, env={"HCLOUD_TOKEN": token, "HCLOUD_ENDPOINT": api.url})
+        return Run(rc, out)
+
+    return run
+
+
+def firewall_writes(api: FakeApi) -> list[dict[str, Any]]:
+    return [w for w in api.writes() if "firewall" in w]
+
+
+def test_off_by_default_then_created_applied_once_and_a_rerun_changes_nothing(play, api: FakeApi) -> None:
+    off = play()
+    assert off.rc == 0, off.out
+    assert not [r for r in api.state()["requests"] if "/firewalls" in r], "disabled: the firewall API is never asked"
+    on = play(neo_host_cloud_firewall_enabled=True)
+    assert on.rc == 0, on.out
+    assert [w["command"] for w in firewall_writes(api)] == ["create_firewall", "apply_firewall"]
+    [fw] = api.state()["firewalls"]
+    assert fw["name"] == "neo-live-1-neo-host" and fw["rules"] == [ICMP, ssh()]
+    assert fw["applied_to"] == [{"type": "server", "server": {"id": api.state()["servers"][0]["id"]}}]
+    again = play(neo_host_cloud_firewall_enabled=True)
+    assert again.rc == 0 and again.recap_changed() == 0, again.out
+    assert len(firewall_writes(api)) == 2, "a rerun writes nothing"
+
+
+def test_check_mode_shows_the_change_and_writes_nothing(play, api: FakeApi) -> None:
+    r = play("--check", neo_host_cloud_firewall_enabled=True)
+    assert r.rc == 0, r.out
+    assert r.recap_changed() >= 1 and firewall_writes(api) == [] and api.state()["firewalls"] == []
+    assert play(neo_host_cloud_firewall_enabled=True).rc == 0  # positive control: the real run writes
+    assert [w["command"] for w in firewall_writes(api)] == ["create_firewall", "apply_firewall"]
+
+
+def test_the_rules_follow_the_host_variables_and_change_once(play, api: FakeApi) -> None:
+    assert play(neo_host_cloud_firewall_enabled=True).rc == 0
+    changed = {
+        "neo_host_cloud_firewall_enabled": True,
+        "neo_host_ssh_allow_cidrs": ["198.51.100.0/24"],
+        "neo_host_metrics_allow_cidrs": ["10.0.0.5/32"],
+        "neo_host_firewall_open_ports": [{"port": 443, "proto": "tcp", "cidrs": ANYWHERE}],
+    }
+    r = play(**changed)
+    assert r.rc == 0, r.out
+    assert [w["command"] for w in firewall_writes(api)][2:] == ["set_rules"], "the rules are replaced, not re-created or re-applied"
+    [fw] = api.state()["firewalls"]
+    assert fw["rules"] == [
+        ICMP,
+        ssh(cidrs=["198.51.100.0/24"]),
+        {
+            "direction": "in",
+            "protocol": "tcp",
+            "port": "9100",
+            "source_ips": ["10.0.0.5/32"],
+            "destination_ips": [],
+            "description": "node_exporter",
+        },
+        {
+            "direction": "in",
+            "protocol": "tcp",
+            "port": "443",
+            "source_ips": ANYWHERE,
+            "destination_ips": [],
+            "description": "neo_host_firewall_open_ports",
+        },
+    ]
+    again = play(**changed)
+    assert again.rc == 0 and again.recap_changed() == 0 and len(firewall_writes(api)) == 3, again.out
+
+
+def test_a_rejected_token_is_a_clear_failure_and_never_printed(play, api: FakeApi) -> None:
+    bad = "wrong-token-77aa10"
+    r = play("-vvv", token=bad, neo_host_cloud_firewall_enabled=True, hetzner_backups_enabled=True)
+    assert r.rc != 0
+    assert "Cloud Firewall neo-live-1-neo-host" in r.out and "HCLOUD_TOKEN" in r.out, r.out[-3000:]
+    assert bad not in r.out
+    assert firewall_writes(api) == [] and api.state()["firewalls"] == []
