@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,58 @@ def test_a_rejected_token_is_a_clear_failure_and_never_printed(play, api: FakeAp
     assert "Cloud Firewall neo-live-1-neo-host" in r.out and "HCLOUD_TOKEN" in r.out, r.out[-3000:]
     assert bad not in r.out
     assert firewall_writes(api) == [] and api.state()["firewalls"] == []
+
+
+# ---- hostile operator cases ----
+
+
+def create_firewall(api: FakeApi, name: str, rules: list[dict[str, Any]], labels: dict[str, str]) -> None:
+    """A firewall made in the project by someone else (the console, another tool), through the API."""
+    req = urllib.request.Request(
+        f"{api.url}/firewalls", data=json.dumps({"name": name, "labels": labels, "rules": rules}).encode(), method="POST"
+    )
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    req.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(req).close()
+
+
+@pytest.mark.parametrize("status", [503, 500])
+def test_a_transient_error_is_retried_and_succeeds(play, api: FakeApi, status: int) -> None:
+    api.post("/__fake/faults", {"status": status, "count": 2})
+    r = play(neo_host_cloud_firewall_enabled=True, hetzner_backups_enabled=True)
+    assert r.rc == 0, r.out[-3000:]
+    assert [w["command"] for w in firewall_writes(api)] == ["create_firewall", "apply_firewall"]
+
+
+def test_a_persistent_server_error_is_named_after_retries(play, api: FakeApi) -> None:
+    api.post("/__fake/faults", {"status": 503, "count": 100})
+    r = play(neo_host_cloud_firewall_enabled=True)
+    assert r.rc != 0
+    assert "kept failing (503 unavailable)" in r.out, r.out[-3000:]
+    assert len(api.state()["requests"]) > 1 and firewall_writes(api) == []
+
+
+def test_a_server_not_in_the_project_creates_no_firewall(play, api: FakeApi) -> None:
+    r = play(neo_host_cloud_firewall_enabled=True, neo_host_cloud_firewall_server_name="neo-typo-9")
+    assert r.rc != 0
+    assert '"neo-typo-9" was not found in the project' in r.out, r.out[-3000:]
+    assert firewall_writes(api) == [] and api.state()["firewalls"] == [], "no orphan firewall left behind"
+
+
+def test_a_firewall_of_that_name_made_by_someone_else_is_left_alone(play, api: FakeApi) -> None:
+    theirs = [{"direction": "in", "protocol": "tcp", "port": "80", "source_ips": ANYWHERE, "description": "web"}]
+    create_firewall(api, "neo-live-1-neo-host", theirs, {"team": "web"})
+    for extra in ([], ["--check"]):
+        r = play(*extra, neo_host_cloud_firewall_enabled=True)
+        assert r.rc != 0, r.out[-3000:]
+        assert "not made by neo_host" in r.out and "managed-by=neo_host" in r.out, r.out[-3000:]
+    [fw] = api.state()["firewalls"]
+    assert fw["labels"] == {"team": "web"} and fw["rules"][0]["port"] == "80" and fw["applied_to"] == []
+    assert [w["command"] for w in firewall_writes(api)] == ["create_firewall"], "only theirs"
+
+
+def test_a_missing_token_says_where_it_comes_from_and_asks_nothing(play, api: FakeApi) -> None:
+    r = play(token="", neo_host_cloud_firewall_enabled=True)
+    assert r.rc != 0
+    assert "No Hetzner Cloud API token" in r.out and "HCLOUD_TOKEN" in r.out, r.out[-3000:]
+    assert api.state()["requests"] == []

@@ -283,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
         }
 
     def _firewalls(self, method: str, path: str, query: str) -> None:
-        """/firewalls: list by name, create, read, set_rules, apply_to_resources (servers). Called under the lock."""
+        """/firewalls: list by name, create, read, update (name, labels), set_rules, apply_to_resources (servers). Called under the lock."""
         st = self.state
         if path == "/firewalls" and method == "GET":
             name = parse_qs(query).get("name", [None])[0]
@@ -316,6 +316,15 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "firewall not found")
             return
         if method == "GET" and not m[2]:
+            self._send(200, {"firewall": firewall})
+            return
+        if method == "PUT" and not m[2]:
+            body = self._body()
+            firewall.update({k: body[k] for k in ("name", "labels") if k in body})
+            st.writes.append(
+                {"command": "update_firewall", "firewall": firewall["name"], **{k: body[k] for k in ("name", "labels") if k in body}}
+            )
+            st.save()
             self._send(200, {"firewall": firewall})
             return
         if method == "POST" and m[3] == "set_rules":
