@@ -181,3 +181,10 @@ def test_a_missing_token_says_where_it_comes_from_and_asks_nothing(play, api: Fa
     assert r.rc != 0
     assert "No Hetzner Cloud API token" in r.out and "HCLOUD_TOKEN" in r.out, r.out[-3000:]
     assert api.state()["requests"] == []
+
+
+def test_an_open_port_without_proto_is_tcp_as_in_nftables(play, api: FakeApi) -> None:
+    r = play(neo_host_cloud_firewall_enabled=True, neo_host_firewall_open_ports=[{"port": 443, "cidrs": ANYWHERE}])
+    assert r.rc == 0, r.out[-3000:]
+    [fw] = api.state()["firewalls"]
+    assert [(x["protocol"], x["port"]) for x in fw["rules"][2:]] == [("tcp", "443")]
