@@ -188,3 +188,13 @@ def test_an_open_port_without_proto_is_tcp_as_in_nftables(play, api: FakeApi) ->
     assert r.rc == 0, r.out[-3000:]
     [fw] = api.state()["firewalls"]
     assert [(x["protocol"], x["port"]) for x in fw["rules"][2:]] == [("tcp", "443")]
+
+
+def test_tags_hetzner_keeps_the_old_ssh_port_open_during_a_port_move(play, api: FakeApi, tmp_path: Path) -> None:
+    sshd = tmp_path / "sshd"
+    sshd.write_text("#!/bin/sh\necho 'port 22'\n")
+    sshd.chmod(0o755)
+    r = play("-e", f"_neo_host_sshd_bin={sshd}", neo_host_cloud_firewall_enabled=True, neo_host_ssh_port=2222)
+    assert r.rc == 0, r.out[-3000:]
+    [fw] = api.state()["firewalls"]
+    assert sorted(x["port"] for x in fw["rules"] if x["protocol"] == "tcp") == ["22", "2222"], "sshd still answers on 22"
