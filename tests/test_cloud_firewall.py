@@ -198,3 +198,21 @@ def test_tags_hetzner_keeps_the_old_ssh_port_open_during_a_port_move(play, api: 
     assert r.rc == 0, r.out[-3000:]
     [fw] = api.state()["firewalls"]
     assert sorted(x["port"] for x in fw["rules"] if x["protocol"] == "tcp") == ["22", "2222"], "sshd still answers on 22"
+
+
+def test_a_rejected_token_from_the_inventory_is_never_printed_under_vvv(play, api: FakeApi) -> None:
+    bad = "inventory-token-5c1e77"
+    r = play("-vvv", token="", neo_host_cloud_firewall_enabled=True, neo_host_cloud_firewall_api_token=bad)
+    assert r.rc != 0 and "rejected the token (401 unauthorized)" in r.out, r.out[-3000:]
+    assert bad not in r.out
+
+
+def test_check_mode_on_its_own_firewall_with_other_rules_writes_nothing(play, api: FakeApi) -> None:
+    old = [{"direction": "in", "protocol": "tcp", "port": "8080", "source_ips": ANYWHERE, "description": "old"}]
+    create_firewall(api, "neo-live-1-neo-host", old, {"managed-by": "neo_host"})
+    r = play("--check", neo_host_cloud_firewall_enabled=True)
+    assert r.rc == 0 and r.recap_changed() >= 1, r.out[-3000:]
+    assert [w["command"] for w in firewall_writes(api)] == ["create_firewall"]
+    assert play(neo_host_cloud_firewall_enabled=True).rc == 0  # positive control: it is handed over and set
+    [fw] = api.state()["firewalls"]
+    assert fw["rules"] == [ICMP, ssh()] and len(fw["applied_to"]) == 1
