@@ -542,19 +542,19 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
     }
 
 
-def _is_installed(cfg: Config, actual: str) -> bool:
-    """SOURCE (sha256 `actual`) is the recorded origin of the live DB, and both are in place."""
+def _installed_origin(cfg: Config, actual: str) -> dict[str, Any] | None:
+    """The origin record if SOURCE (sha256 `actual`) is the installed live DB and both are in place, else None."""
     origin, _damage = _origin_or_damage(cfg)  # a damaged record proves no rerun: installing rewrites it
-    return bool(origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin))
+    installed = origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin)
+    return origin if installed else None
 
 
 def _already_installed(
-    cfg: Config, src: Path, actual: str, next_number: int | None, *, dry_run: bool, locked: bool = False
+    cfg: Config, src: Path, actual: str, origin: dict[str, Any] | None, next_number: int | None, *, dry_run: bool, locked: bool = False
 ) -> dict[str, Any] | None:
-    """The result of an idempotent rerun (SOURCE is already the installed live DB), else None."""
-    if not _is_installed(cfg, actual):
+    """The result of an idempotent rerun (`origin`: SOURCE is already the installed live DB), else None."""
+    if origin is None:
         return None
-    origin = load_origin(cfg)
     changed = False
     if not dry_run:
         with contextlib.nullcontext() if locked else state_lock(cfg):
@@ -597,8 +597,9 @@ def install(
             "nothing was changed",
             hint="copy the source again (the playbook checks it end to end), then retry",
         )
-    next_number = check_next_session(cfg, next_session, installed=_is_installed(cfg, actual))
-    done = _already_installed(cfg, src, actual, next_number, dry_run=dry_run)
+    origin = _installed_origin(cfg, actual)
+    next_number = check_next_session(cfg, next_session, installed=origin is not None)
+    done = _already_installed(cfg, src, actual, origin, next_number, dry_run=dry_run)
     if done is not None:
         return done
     live = _refuse_live(cfg, replace)
@@ -611,8 +612,9 @@ def install(
         return _dry_run(cfg, src, wal, live, next_number)
     with state_lock(cfg):
         # again under the lock: another import may have run while this one waited for it
-        next_number = check_next_session(cfg, next_session, installed=_is_installed(cfg, actual))
-        done = _already_installed(cfg, src, actual, next_number, dry_run=False, locked=True)
+        origin = _installed_origin(cfg, actual)
+        next_number = check_next_session(cfg, next_session, installed=origin is not None)
+        done = _already_installed(cfg, src, actual, origin, next_number, dry_run=False, locked=True)
         if done is not None:
             return done
         _refuse_live(cfg, replace)
