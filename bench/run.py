@@ -19,6 +19,7 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
 import sqlite3
 import statistics
@@ -275,6 +276,40 @@ def _ssh_host_vars(name: str) -> str:
     )
 
 
+def _counting_env(connection: str, label: str) -> tuple[dict[str, str], Path | None]:
+    """ansible's environment; over SSH, with an ssh wrapper that logs one line per ssh run, so the
+    module round trips of a run are counted, not guessed from the task list."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    if connection != "ssh":
+        return env, None
+    count = WORK / f"ssh-calls-{label}.log"
+    count.write_text("")
+    wrapper = WORK / "ssh-counting"
+    wrapper.write_text(f'#!/bin/sh\necho x >> {shlex.quote(str(count))}\nexec ssh "$@"\n')
+    wrapper.chmod(0o755)
+    return {**env, "ANSIBLE_SSH_EXECUTABLE": str(wrapper)}, count
+
+
+PING_LOOP = 20
+
+
+def _ping_seconds(inv: Path, connection: str) -> float | None:
+    """One ansible.builtin.ping round trip on the same connection: a play of 1 + PING_LOOP pings minus
+    a play of 1, divided by PING_LOOP, so ansible's start-up and the first connection cancel out."""
+    if connection != "ssh":
+        return None
+    play = WORK / "ping.yml"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    seconds = {}
+    for n in (1, 1 + PING_LOOP):
+        play.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n      loop: {list(range(n))}\n")
+        t0 = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), str(play)],
+                       capture_output=True, text=True, check=True, env=env)  # fmt: skip
+        seconds[n] = time.perf_counter() - t0
+    return max(seconds[1 + PING_LOOP] - seconds[1], 1e-3) / PING_LOOP
+
+
 def provisioning(connection: str) -> dict[str, Any] | None:
     """site.yml on a fresh stand-in: a first converge, then a rerun (changed=0), over `connection`:
     podman (no pipelining: podman exec plus file copies per task) or ssh (pipelining, as on a VPS).
@@ -301,6 +336,7 @@ def median_of_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "rerun_over_converge": statistics.median(r["rerun_over_converge"] for r in runs),
         "rerun_over_converge_each": [r["rerun_over_converge"] for r in runs],
         "rerun_changed": None if None in changed else max(changed),
+        "rerun_over_ping": statistics.median(r["rerun_over_ping"] for r in runs) if middle.get("rerun_over_ping") else None,
     }
 
 
@@ -333,14 +369,17 @@ def _provision_once(connection: str) -> dict[str, Any]:
             str(ROOT / "site.yml"),
         ]
         runs = []
+        trips: dict[str, int] = {}
         for label in ("converge", "rerun"):
+            env, count = _counting_env(connection, label)
             t0 = time.perf_counter()
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, check=False, env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if proc.returncode != 0:
                 raise RuntimeError(f"site.yml {label} over {connection} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
             runs.append((label, time.perf_counter() - t0, proc.stdout))
+            if count:
+                trips[label] = len(count.read_text().splitlines())
+        ping = _ping_seconds(inv, connection)
         recap = re.search(r"changed=(\d+)", runs[1][2].split("PLAY RECAP")[-1])
         tasks = len(re.findall(r"^TASK \[", runs[1][2], re.M))
         slow = re.findall(r"^(.+?) -+ (\d+\.\d+)s$", runs[0][2].split("TASKS RECAP")[-1], re.M)[:5]
@@ -352,6 +391,11 @@ def _provision_once(connection: str) -> dict[str, Any]:
             "rerun_over_converge": runs[1][1] / runs[0][1],
             "rerun_changed": int(recap[1]) if recap else None,
             "tasks_per_run": tasks,
+            # SSH only: every module call opens one ssh session (pipelining), counted by a wrapper.
+            "round_trips_converge": trips.get("converge"),
+            "round_trips_rerun": trips.get("rerun"),
+            "ping_seconds": ping,
+            "rerun_over_ping": runs[1][1] / ping if ping else None,
             "slowest_converge_tasks": [[t.strip(), float(s)] for t, s in slow],
             "slowest_rerun_tasks": [[t.strip(), float(s)] for t, s in slow_rerun],
         }
@@ -561,6 +605,19 @@ def main() -> int:
                 ),
                 (f"site.yml rerun changed ({how})", str(prov["rerun_changed"]), "0"),
             ]
+            if prov.get("rerun_over_ping"):
+                rows += [
+                    (
+                        f"site.yml rerun / one ping round trip ({how}; {prov['rerun_seconds']:.1f}s / {prov['ping_seconds']:.2f}s)",
+                        f"{prov['rerun_over_ping']:.0f}x",
+                        "<= 25x",
+                    ),
+                    (
+                        f"module round trips per rerun / per first converge ({how})",
+                        f"{prov['round_trips_rerun']} / {prov['round_trips_converge']}",
+                        "",
+                    ),
+                ]
     if p or pp:
         rows.append(("tasks per run", str((p or pp)["tasks_per_run"]), ""))
     width = max(len(a) for a, _, _ in rows)
