@@ -518,24 +518,6 @@ def test_confirm_fails_the_gate_item_when_the_installed_neo_db_is_missing(provis
     assert item["result"] == "FAIL" and any(f"{neo_db}" in e and "not installed" in e for e in item["evidence"]), item
 
 
-def test_systemctl_show_records_are_parsed_with_semicolons_in_arguments() -> None:
-    """systemctl show prints each command as one record (systemd's systemctl-show.c): argv joined by spaces."""
-    records = [
-        "{ path=/usr/local/bin/neo-db ; argv[]=/usr/local/bin/neo-db holders --note a ; b ; ignore_errors=no ; "
-        "start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }",
-        "{ path=/usr/local/bin/neo-db ; argv[]=/usr/local/bin/neo-db session-start ; ignore_errors=no ; "
-        "start_time=[Mon 2026-04-20 10:00:00 UTC] ; stop_time=[Mon 2026-04-20 10:00:02 UTC] ; pid=812 ; code=exited ; status=0 }",
-        "{ path=/bin/echo ; argv[]=neo-db session-start ; ignore_errors=yes ; start_time=[n/a] ; stop_time=[n/a] ; "
-        "pid=0 ; code=(null) ; status=0/0 }",
-    ]
-    parsed = [c for r in records for c in systemd.parse_exec(r)]
-    assert [(c.path, c.argv, c.ignore_errors) for c in parsed] == [
-        ("/usr/local/bin/neo-db", ("/usr/local/bin/neo-db", "holders", "--note", "a", ";", "b"), False),
-        ("/usr/local/bin/neo-db", ("/usr/local/bin/neo-db", "session-start"), False),
-        ("/bin/echo", ("neo-db", "session-start"), True),
-    ]
-
-
 def test_confirm_fails_on_stale_metrics_and_on_no_notifier_without_a_choice(provisioned: Runtime) -> None:
     prom = Path(provisioned.settings["metrics_textfile_dir"]) / "neo_db.prom"
     text = prom.read_text()

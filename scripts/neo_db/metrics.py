@@ -21,7 +21,6 @@ import fcntl
 import json
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,16 +266,9 @@ def _unit_failed(unit: str) -> int | None:
     if not systemd.running():
         return None
     try:
-        proc = subprocess.run(
-            ["systemctl", "show", systemd.full_name(unit), "--property=ActiveState", "--property=LoadState"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    props = dict(line.partition("=")[::2] for line in proc.stdout.splitlines())
+        props = systemd.show(systemd.full_name(unit), "ActiveState", "LoadState")
+    except systemd.SystemdError:
+        return None  # no series: neo_db_metrics_last_write says the rest is fresh, not this
     if props.get("LoadState") != "loaded":
         return None
     return 1 if props.get("ActiveState") == "failed" else 0

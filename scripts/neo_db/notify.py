@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from . import fsutil, metrics
+from . import fsutil, metrics, systemd
 from .errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -368,16 +368,9 @@ def _unit_props(unit: str) -> dict[str, str]:
     if shutil.which("systemctl") is None:
         return {}
     try:
-        proc = subprocess.run(
-            ["systemctl", "show", unit, "--property=Result,ExecMainStatus,ExecMainCode,ActiveState,Description,InvocationID"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return dict(line.partition("=")[::2] for line in proc.stdout.splitlines())
+        return systemd.show(unit, "Result", "ExecMainStatus", "ExecMainCode", "ActiveState", "Description", "InvocationID")
+    except systemd.SystemdError:
+        return {}  # the failure is still sent, its result "unknown"; nothing is held back as "already queued"
 
 
 def _latest_session(cfg: Any) -> tuple[str | None, str]:

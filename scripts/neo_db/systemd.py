@@ -5,22 +5,112 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
+
+
+class SystemdError(Exception):
+    """systemctl or busctl gave no usable answer. Callers fail closed: an unread state is never idle, off or fine."""
+
+
+TIMEOUT = 10.0  # seconds for one systemctl/busctl call
 
 
 def running() -> bool:
     return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
 
 
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SystemdError(f"{' '.join(argv[:2])} failed: {exc}") from None
+
+
+def _said(proc: subprocess.CompletedProcess[str]) -> str:
+    return " ".join(proc.stderr.split())[:200] or "no output"
+
+
+def show(unit: str, *props: str) -> dict[str, str]:
+    """`systemctl show UNIT -p A -p B`: each whole line is KEY=VALUE, split at its first '=' (a value may hold
+    '=' and ';'). Only the properties asked for are kept; one systemd leaves out (an empty list) is absent."""
+    proc = _run(["systemctl", "show", unit, *[f"--property={p}" for p in props]])
+    if proc.returncode != 0:
+        raise SystemdError(f"systemctl show exit status {proc.returncode}: {_said(proc)}")
+    values: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in props:
+            values.setdefault(key, value)
+    return values
+
+
+def show_value(unit: str, prop: str) -> str:
+    """`systemctl show UNIT -p PROP --value`: one property's value, which must not be empty."""
+    proc = _run(["systemctl", "show", unit, f"--property={prop}", "--value"])
+    value = proc.stdout.strip()
+    if proc.returncode != 0 or not value:
+        raise SystemdError(f"systemctl show exit status {proc.returncode}: {_said(proc)}")
+    return value
+
+
+def object_path(unit: str) -> str:
+    """The unit's D-Bus object path: its name escaped as systemd's bus_label_escape() does."""
+    label = "".join(
+        c if c.isascii() and (c.isalpha() or (c.isdigit() and i > 0)) else "".join(f"_{b:02x}" for b in c.encode())
+        for i, c in enumerate(unit)
+    )
+    return f"/org/freedesktop/systemd1/unit/{label or '_'}"
+
+
+def bus_properties(unit: str, interface: str, props: list[str]) -> dict[str, Any]:
+    """Properties as systemd's D-Bus API gives them (`busctl --json=short get-property`): Exec*= commands
+    with each argument a string of its own, which `systemctl show` prints joined by spaces (lossy)."""
+    argv = ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", object_path(unit)]
+    proc = _run([*argv, f"org.freedesktop.systemd1.{interface}", *props])
+    if proc.returncode != 0:
+        raise SystemdError(f"busctl get-property {unit} exit status {proc.returncode}: {_said(proc)}")
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    try:
+        docs = [json.loads(line) for line in lines]
+        data = {p: d["data"] for p, d in zip(props, docs, strict=True)}
+    except (ValueError, TypeError, KeyError):
+        data = {}
+    if len(lines) != len(props) or len(data) != len(props):
+        raise SystemdError(f"busctl get-property {unit}: not one JSON value per property {props}: {proc.stdout[:200]!r}")
+    return data
+
+
+def _state_word(verb: str, unit: str) -> str:
+    """The state word `systemctl is-enabled|is-active UNIT` prints (it exits non-zero for "disabled", "inactive")."""
+    try:
+        proc = _run(["systemctl", verb, unit])
+    except SystemdError as exc:
+        return f"unknown ({exc})"
+    words = proc.stdout.split()
+    if words:
+        return words[0] if proc.returncode == 0 or words[0] not in _ZERO_EXIT else f"unknown ({words[0]}, exit {proc.returncode})"
+    return f"unknown (systemctl {verb} exited {proc.returncode}: {proc.stderr.strip() or 'no output'})"
+
+
+# Words systemctl prints only with exit status 0: printed with another, they are not believed.
+_ZERO_EXIT = frozenset({"enabled", "active"})
+_BUSY = frozenset({"active", "activating", "deactivating", "reloading", "refreshing"})
+
+
 def is_active(unit: str) -> bool | None:
-    """True/False from systemctl, or None where systemd is not running (tests, chroots)."""
+    """Whether the service runs (or is starting, stopping, reloading); None where systemd is not running
+    (tests, chroots). Raises SystemdError where systemctl cannot tell: never read that as "stopped"."""
     if not running():
         return None
-    proc = subprocess.run(["systemctl", "is-active", "--quiet", f"{unit}.service"], check=False, capture_output=True)
-    return proc.returncode == 0
+    word = _state_word("is-active", full_name(unit))
+    if word in _BUSY:
+        return True
+    if word in ("inactive", "failed"):
+        return False
+    raise SystemdError(f"systemctl is-active {full_name(unit)}: {word}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,18 +122,10 @@ class UnitState:
     evidence: str
 
 
-def _systemctl_word(verb: str, unit: str) -> str:
-    """The state word `systemctl is-enabled|is-active UNIT` prints (it exits non-zero for "disabled" and "inactive")."""
-    proc = subprocess.run(["systemctl", verb, unit], check=False, capture_output=True, text=True)
-    words = proc.stdout.split()
-    if words:
-        return words[0]
-    return f"unknown (systemctl {verb} exited {proc.returncode}: {proc.stderr.strip() or 'no output'})"
-
-
 def systemctl_state(unit: str) -> UnitState:
-    """systemd's own answer: `systemctl is-enabled` and `systemctl is-active`."""
-    enabled, active = _systemctl_word("is-enabled", unit), _systemctl_word("is-active", unit)
+    """systemd's own answer: `systemctl is-enabled` and `systemctl is-active`. Only "enabled" is enabled
+    (static, masked, disabled, linked, enabled-runtime: not at the next boot); an unknown word is neither."""
+    enabled, active = _state_word("is-enabled", unit), _state_word("is-active", unit)
     return UnitState(enabled == "enabled", active == "active", f"systemctl is-enabled {unit}: {enabled}; is-active: {active}")
 
 
@@ -146,31 +228,40 @@ def _parse_line(value: str) -> list[ExecCommand]:
     return commands
 
 
-def _parse_record(value: str) -> ExecCommand | None:
-    """One record of `systemctl show -p Exec...`: { path=P ; argv[]=A B C ; ignore_errors=no ; start_time=... }.
-
-    argv[] is the arguments joined by single spaces, and an argument may hold ' ; ': it ends at
-    the LAST ' ; ignore_errors=' (the fields after it are systemd's own: times, pid, status)."""
-    body = value.strip()
-    if not (body.startswith("{ path=") and body.endswith("}")):
-        return None
-    head, sep, tail = body[len("{ path=") :].partition(" ; argv[]=")
-    if not sep:
-        return None
-    for field, yes in ((" ; ignore_errors=", "yes"), (" ; flags=", "ignore-failure")):
-        at = tail.rfind(field)
-        if at >= 0:
-            flags = tail[at + len(field) :].split(" ; ", 1)[0].split()
-            return ExecCommand(head, tuple(tail[:at].split(" ")), yes in flags)
-    return None
-
-
 def parse_exec(value: str) -> list[ExecCommand]:
-    """The commands of one Exec*= value: a `systemctl show` record, or a unit file's command line."""
-    if value.lstrip().startswith("{ path="):
-        record = _parse_record(value)
-        return [record] if record is not None else []
+    """The commands of one Exec*= line of a unit file (systemd itself is asked with bus_properties)."""
     return _parse_line(value)
+
+
+def _bus_commands(value: Any) -> list[ExecCommand]:
+    """An Exec*= property as D-Bus gives it, a(sasbttttuii): (path, argv, ignore_errors, times..., pid, code, status)."""
+    commands: list[ExecCommand] = []
+    for record in value if isinstance(value, list) else [None]:
+        if not (isinstance(record, list) and len(record) >= 3 and isinstance(record[0], str) and isinstance(record[1], list)):
+            raise SystemdError(f"an Exec record that is not (path, argv, ignore_errors, ...): {str(record)[:200]}")
+        if not all(isinstance(a, str) for a in record[1]):
+            raise SystemdError(f"an Exec record that is not (path, argv, ignore_errors, ...): {str(record)[:200]}")
+        commands.append(ExecCommand(record[0], tuple(record[1]), bool(record[2])))
+    return commands
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitView:
+    """A unit's settings as systemd runs them (or as its unit files say), and where that came from.
+
+    settings: User, Restart, RestartPreventExitStatus (a service); OnCalendar, Persistent (a timer).
+    commands: ExecStartPre, ExecStart, ExecStopPost, each command with its arguments intact.
+    An empty view is a unit that is not loaded, or one systemd could not be asked about (where says which)."""
+
+    settings: dict[str, list[str]]
+    commands: dict[str, list[ExecCommand]]
+    where: str
+
+    def get(self, key: str) -> list[str]:
+        return self.settings.get(key, [])
+
+
+EXEC_KEYS = ("ExecStartPre", "ExecStart", "ExecStopPost")
 
 
 def _logical_lines(text: str) -> list[str]:
@@ -225,51 +316,60 @@ def _from_files(unit: str, unit_dir: Path) -> dict[str, list[str]]:
     return merged
 
 
-def unit_files_view(unit: str, unit_dir: Path) -> dict[str, list[str]]:
-    """What the unit files in unit_dir say, whether or not systemd runs here (unit-verify's temp layout)."""
-    return _from_files(unit, unit_dir)
+def unit_files_view(unit: str, unit_dir: Path) -> UnitView:
+    """What the unit files in unit_dir say, whether or not systemd runs here (unit-verify's temp layout, the
+    engine's sandbox, a unit_dir set in the config): the one place the drop-ins are merged here, not by systemd."""
+    merged = _from_files(unit, unit_dir)
+    commands = {k: [c for v in merged.pop(k) for c in _parse_line(v)] for k in EXEC_KEYS if k in merged}
+    return UnitView(merged, commands, f"unit files in {unit_dir}")
 
 
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 
 
-def unit_view(unit: str, unit_dir: Path) -> tuple[dict[str, list[str]], str]:
-    """A unit's hooks and user (a service) or schedule (a timer), and where the answer came from.
+def _systemd_view(full: str) -> UnitView:
+    """systemd's own answer: scalar settings from `systemctl show`, commands and calendars over D-Bus.
+    Raises SystemdError where it gives none."""
+    timer = full.endswith(".timer")
+    scalars = ["LoadState", *(["Persistent"] if timer else ["User", "Restart", "RestartPreventExitStatus"])]
+    shown = show(full, *scalars)
+    where = f"systemd (systemctl show, busctl get-property {full})"
+    load = shown.get("LoadState")
+    if not load:
+        raise SystemdError(f"systemctl show {full} printed no LoadState")
+    if load != "loaded":
+        return UnitView({}, {}, f"{where}: not loaded (LoadState={load})")
+    settings = {k: [v] for k, v in shown.items() if v and k != "LoadState"}
+    if timer:
+        calendars = bus_properties(full, "Timer", ["TimersCalendar"])["TimersCalendar"]
+        try:
+            settings["OnCalendar"] = [str(spec) for base, spec, *_ in calendars if base == "OnCalendar"]
+        except (TypeError, ValueError):
+            raise SystemdError(f"TimersCalendar of {full} is not a(sst): {str(calendars)[:200]}") from None
+        return UnitView(settings, {}, where)
+    found = bus_properties(full, "Service", list(EXEC_KEYS))
+    return UnitView(settings, {k: cmds for k in EXEC_KEYS if (cmds := _bus_commands(found[k]))}, where)
 
-    systemd's own view when it runs and unit_dir is the default; the unit files in
-    unit_dir otherwise (a unit_dir set in the config means "read these files")."""
+
+def unit_view(unit: str, unit_dir: Path) -> UnitView:
+    """A unit's hooks and user (a service) or schedule (a timer).
+
+    systemd's own view when it runs and unit_dir is the default; the unit files in unit_dir otherwise
+    (a unit_dir set in the config means "read these files"). systemd failing to answer is an empty view
+    whose `where` names the failure: nothing reads as wired."""
     full = full_name(unit)
     if running() and unit_dir == DEFAULT_UNIT_DIR:
-        if full.endswith(".timer"):
-            props = ["Persistent", "TimersCalendar", "LoadState"]
-        else:
-            props = ["ExecStartPre", "ExecStopPost", "ExecStart", "User", "Restart", "RestartPreventExitStatus", "LoadState"]
-        proc = subprocess.run(
-            ["systemctl", "show", full, *[f"--property={p}" for p in props]],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        view: dict[str, list[str]] = {}
-        for line in proc.stdout.splitlines():
-            key, _, value = line.partition("=")
-            if key.startswith("Exec"):
-                # One line per command, each a { path=... ; argv[]=... ; ignore_errors=... } record: parse_exec reads them.
-                if value.strip():
-                    view.setdefault(key, []).append(value)
-            elif key == "TimersCalendar":
-                view.setdefault("OnCalendar", []).extend(m.strip() for m in re.findall(r"OnCalendar=([^;]*);", value))
-            elif value:
-                view[key] = [value]
-        if view.get("LoadState") == ["loaded"]:
-            return view, f"systemctl show {full}"
-        return {}, f"systemctl show {full} (unit not loaded)"
-    return _from_files(unit, unit_dir), f"unit files in {unit_dir} (systemd is not running here)"
+        try:
+            return _systemd_view(full)
+        except SystemdError as exc:
+            return UnitView({}, {}, f"systemd could not be asked about {full} ({exc})")
+    files = unit_files_view(unit, unit_dir)
+    return dataclasses.replace(files, where=f"{files.where} (systemd is not running here)")
 
 
-def engine_program_problem(unit: str, view: dict[str, list[str]], where: str) -> tuple[str | None, str]:
+def engine_program_problem(unit: str, view: UnitView) -> tuple[str | None, str]:
     """Whether the program the engine unit's ExecStart= runs is installed: (the problem or None, the evidence)."""
-    commands = [cmd for value in view.get("ExecStart", []) for cmd in parse_exec(value)]
+    commands, where = view.commands.get("ExecStart", []), view.where
     if not commands:
         return f"{full_name(unit)} has no ExecStart= ({where})", f"ExecStart: none ({where})"
     path = commands[0].path

@@ -75,13 +75,13 @@ def _hook_problem(cfg: Config, cmd: systemd.ExecCommand, subcommand: str, *, hon
     return None
 
 
-def _hook(cfg: Config, key: str, where: str, values: list[str], subcommand: str, *, honour_failure: bool) -> tuple[bool, list[str]]:
+def _hook(cfg: Config, key: str, view: systemd.UnitView, subcommand: str, *, honour_failure: bool) -> tuple[bool, list[str]]:
     """Whether one command of an Exec*= setting runs the installed neo-db's `subcommand`, and the evidence.
 
     Other commands (a privileged '+' holder scan before the gate, say) do not matter: systemd runs
     every ExecStartPre= in turn, and any one failing stops the start."""
-    commands = [c for value in values for c in systemd.parse_exec(value)]
-    evidence = [f"{key} from {where}: {[str(c) for c in commands] or 'none'}"]
+    commands = view.commands.get(key, [])
+    evidence = [f"{key} from {view.where}: {[str(c) for c in commands] or 'none'}"]
     problems = [(c, _hook_problem(cfg, c, subcommand, honour_failure=honour_failure)) for c in commands]
     good = [c for c, problem in problems if problem is None]
     installed = cfg.neo_db_bin.is_file() and os.access(cfg.neo_db_bin, os.X_OK)
@@ -196,22 +196,22 @@ def _drill(cfg: Config) -> Item:
 
 
 def _timer_enabled(cfg: Config) -> tuple[bool, str]:
-    wants = cfg.unit_dir / "timers.target.wants" / cfg.backup_timer
-    enabled = wants.exists()
-    return enabled, f"{cfg.backup_timer}: {'enabled' if enabled else 'not enabled'} ({wants})"
+    """systemd's `is-enabled` where it runs (the unit files' wants link where it does not)."""
+    state = systemd.unit_state(cfg.backup_timer, cfg.unit_dir)
+    return state.enabled, f"{cfg.backup_timer}: {'enabled' if state.enabled else 'not enabled'} ({state.evidence})"
 
 
 def _run_timed(cfg: Config) -> list[Item]:
     """The snapshots layout has no sessions: the timed backup takes the place of the session hooks."""
-    view, where = systemd.unit_view(cfg.backup_timer.removesuffix(".timer"), cfg.unit_dir)
-    timer, timer_where = systemd.unit_view(cfg.backup_timer, cfg.unit_dir)
+    view = systemd.unit_view(cfg.backup_timer.removesuffix(".timer"), cfg.unit_dir)
+    timer = systemd.unit_view(cfg.backup_timer, cfg.unit_dir)
     users = view.get("User") or []
     user = users[0] if users else None
-    wired, start_evidence = _hook(cfg, "ExecStart", where, view.get("ExecStart", []), "backup", honour_failure=True)
+    wired, start_evidence = _hook(cfg, "ExecStart", view, "backup", honour_failure=True)
     gate_ok, gate_evidence = _gate_dry_run(cfg)
     enabled, enabled_ev = _timer_enabled(cfg)
-    persistent = any(v.lower() in ("true", "yes", "1", "on") for v in timer.get("Persistent", []))
-    calendar = timer.get("OnCalendar", [])
+    persistent = any(v.lower() in ("true", "yes", "1", "on") for v in timer.get("Persistent"))
+    calendar = timer.get("OnCalendar")
     snap_ok, snap_ev = _dir_facts(catalog.phase_dir(cfg, "timed"), user)
     items = [
         Item(
@@ -223,7 +223,7 @@ def _run_timed(cfg: Config) -> list[Item]:
             "timed snapshots are wired",
             wired and enabled and persistent and bool(calendar) and snap_ok and bool(user),
             [
-                f"timer from {timer_where}: OnCalendar={calendar or 'none'} Persistent={timer.get('Persistent') or 'no'}",
+                f"timer from {timer.where}: OnCalendar={calendar or 'none'} Persistent={timer.get('Persistent') or 'no'}",
                 enabled_ev,
                 f"service user: {user or 'none (User= missing)'}",
                 snap_ev,
@@ -245,12 +245,12 @@ def _run_timed(cfg: Config) -> list[Item]:
 def run(cfg: Config) -> list[Item]:
     if cfg.layout == "snapshots":
         return _run_timed(cfg)
-    view, where = systemd.unit_view(cfg.engine_unit, cfg.unit_dir)
+    view = systemd.unit_view(cfg.engine_unit, cfg.unit_dir)
     users = view.get("User") or []
     user = users[0] if users else None
     items: list[Item] = []
 
-    wired, pre_evidence = _hook(cfg, "ExecStartPre", where, view.get("ExecStartPre", []), "session-start", honour_failure=True)
+    wired, pre_evidence = _hook(cfg, "ExecStartPre", view, "session-start", honour_failure=True)
     gate_ok, gate_evidence = _gate_dry_run(cfg)
     items.append(
         Item(
@@ -262,7 +262,7 @@ def run(cfg: Config) -> list[Item]:
 
     dirs = [_dir_facts(catalog.phase_dir(cfg, p), user) for p in ("pre", "post", "abnormal")]
     # ExecStopPost's failure cannot stop anything (the engine has stopped): '-' is fine there.
-    post_ok, post_evidence = _hook(cfg, "ExecStopPost", where, view.get("ExecStopPost", []), "session-stop", honour_failure=False)
+    post_ok, post_evidence = _hook(cfg, "ExecStopPost", view, "session-stop", honour_failure=False)
     hooks = wired and post_ok
     enabled = cfg.pre_session_backup_enabled and cfg.post_session_backup_enabled and cfg.abnormal_stop_backup_enabled
     items.append(
@@ -286,7 +286,7 @@ def run(cfg: Config) -> list[Item]:
     items.append(_drill(cfg))
     items.append(Item("the live DB's origin is recorded", *importer.origin_check(cfg)))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
-    problem, evidence = systemd.engine_program_problem(cfg.engine_unit, view, where)
+    problem, evidence = systemd.engine_program_problem(cfg.engine_unit, view)
     items.append(Item("the engine is installed", problem is None, [evidence] + ([problem] if problem else [])))
     return items
 

@@ -124,20 +124,10 @@ def _engine_state(cfg: Config) -> str | None:
     if cfg.layout != "phases" or not systemd.running():
         return None
     try:
-        proc = subprocess.run(
-            ["systemctl", "show", systemd.full_name(cfg.engine_unit), "--property=ActiveState", "--value"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        state = systemd.show_value(systemd.full_name(cfg.engine_unit), "ActiveState")
+    except systemd.SystemdError as exc:
         # Fail closed: an engine whose state cannot be read may be mid-session.
-        return f"of unknown state (systemctl show failed: {exc})"
-    state = proc.stdout.strip()
-    if proc.returncode != 0 or not state:
-        said = " ".join(proc.stderr.split())[:200] or "no output"
-        return f"of unknown state (systemctl show exit status {proc.returncode}: {said})"
+        return f"of unknown state ({exc})"
     return state if state in _BUSY_STATES else None
 
 

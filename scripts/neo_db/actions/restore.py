@@ -139,7 +139,13 @@ def other_db(cfg: Config, entry: catalog.Entry) -> str | None:
 
 
 def _refuse_if_in_use(cfg: Config, *, scan_holders: bool = True) -> None:
-    active = systemd.is_active(cfg.engine_unit)
+    try:
+        active = systemd.is_active(cfg.engine_unit)
+    except systemd.SystemdError as exc:
+        raise DbInUseError(
+            f"whether {cfg.engine_unit}.service is active cannot be read ({exc}): refusing to replace the live DB",
+            hint=f"check 'systemctl status {cfg.engine_unit}'; stop it, then restore (ansible/restore.yml does both)",
+        ) from None
     if active:
         raise DbInUseError(
             f"{cfg.engine_unit}.service is active: refusing to replace the live DB under the engine",

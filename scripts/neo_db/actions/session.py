@@ -271,8 +271,8 @@ def _engine_installed(cfg: Config) -> None:
     installed: systemd would fail its ExecStart (203/EXEC) after the pre-session backup. The unit files
     are read, not `systemctl show`: this runs inside the engine's sandbox. No unit file: nothing to say."""
     view = systemd.unit_files_view(cfg.engine_unit, cfg.unit_dir)
-    if view.get("ExecStart"):
-        problem, _ = systemd.engine_program_problem(cfg.engine_unit, view, str(cfg.unit_dir))
+    if view.commands.get("ExecStart"):
+        problem, _ = systemd.engine_program_problem(cfg.engine_unit, view)
         if problem is not None:
             raise UsageError(problem)
 

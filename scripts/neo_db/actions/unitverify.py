@@ -45,7 +45,7 @@ class Verdict:
 
 def _exec_start_programs(root: Path, unit: str) -> set[str]:
     """The programs ExecStart= runs: the unit laid out in root, its drop-ins merged as systemd merges them."""
-    return {cmd.path for value in systemd.unit_files_view(unit, root).get("ExecStart", []) for cmd in systemd.parse_exec(value)}
+    return {cmd.path for cmd in systemd.unit_files_view(unit, root).commands.get("ExecStart", [])}
 
 
 def verify(
