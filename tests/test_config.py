@@ -277,3 +277,49 @@ def test_session_env_refuses_a_value_systemd_would_split_even_past_validation(tm
     with pytest.raises(UsageError, match="NEO_DB_PATH"):
         session._write_env(bad_cfg, "S001")
     assert list(state.iterdir()) == []
+
+
+# ---- issue 17 "one source of truth": SCHEMA declares each key; the role's check runs through it ----
+
+
+def test_each_schema_default_is_the_configs_default() -> None:
+    """SCHEMA's defaults (what the role's argument_specs show) are the ones Config applies to a key left out."""
+    from neo_db import config as config_mod
+
+    paths = {k: Path(v) for k, v in GOOD.items()}
+    applied = config_mod.Config(**paths).as_dict()
+    assert set(applied) - {"db_link"} == set(config_mod.SCHEMA)
+    for key, field in config_mod.SCHEMA.items():
+        assert field.required or applied[key] == field.default, (key, applied[key], field.default)
+    # The required keys are exactly the ones Config cannot default.
+    assert {k for k, f in config_mod.SCHEMA.items() if f.required} == set(GOOD)
+
+
+def test_role_vars_names_the_role_variable_and_schema_only_leaves_the_rules_between_keys_to_the_host(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """The role's check: each refusal names the neo_safeguards variable (neo_db_bin is set by neo_safeguards_bin,
+    unit_dir by none); --schema-only checks each key alone, without the rules between keys that look at paths."""
+    body = {"db_safeguards": GOOD | {"backup_retention_days": 7, "neo_db_bin": "neo-db", "unit_dir": "systemd"}}
+    path = tmp_path / "rendered.yml"
+    path.write_text(yaml.safe_dump(body))
+    r = runtime.cli("config", "validate", "--role-vars", str(path))
+    assert r.rc == 2, r.err
+    assert (
+        "neo_safeguards_backup_retention_days (key 'backup_retention_days'): value 7 is not allowed; expected a whole number from 14"
+        in r.err
+    )
+    assert "neo_safeguards_bin (key 'neo_db_bin'): value 'neo-db'" in r.err
+    assert "  - key 'unit_dir': value 'systemd'" in r.err, r.err
+    assert "set the role variables named above" in r.err
+    # Without --role-vars the same file is refused with the config's own key names (what test cases above check).
+    r = runtime.cli("config", "validate", str(path))
+    assert r.rc == 2 and "key 'backup_retention_days': value 7" in r.err and "neo_safeguards_" not in r.err, r.err
+    # A rule between keys (backups where readers of exports_dir read): refused in full, not with --schema-only.
+    path.write_text(yaml.safe_dump({"db_safeguards": GOOD | {"backup_dir": "/opt/neo/runtime/exports/b"}}))
+    r = runtime.cli("config", "validate", "--role-vars", str(path))
+    assert (
+        r.rc == 2 and "neo_safeguards_backup_dir (key 'backup_dir')" in r.err and "neo_safeguards_exports_dir (key 'exports_dir')" in r.err
+    )
+    r = runtime.cli("config", "validate", "--role-vars", "--schema-only", str(path))
+    assert r.rc == 0 and "holds allowed values" in r.out, r.err

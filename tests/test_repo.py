@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,50 @@ def test_readme_variables_table_matches_the_roles() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- vars:begin -->")[1].split("<!-- vars:end -->")[0]
     assert block.strip() == generated.strip(), "README variables table is stale: run scripts/readme-vars --write"
+
+
+def gen_role_schema(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SYSTEM_PYTHON, str(root / "scripts" / "gen-role-schema"), *args], capture_output=True, text=True, check=False)
+
+
+def test_the_safeguards_role_matches_neo_dbs_config_schema() -> None:
+    """Issue 17: neo-db's SCHEMA is the one source of the role's config variables (argument_specs, template)."""
+    r = gen_role_schema(ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "old", "new", "shown"),
+    [
+        # A range written by hand into argument_specs (README follows it): "1 to 10" -> "1 to 20".
+        ("roles/neo_safeguards/meta/argument_specs.yml", "target (1 to 10).", "target (1 to 20).", "+        description: Delivery"),
+        (
+            "roles/neo_safeguards/meta/argument_specs.yml",
+            "choices: [phases, snapshots]",
+            "choices: [phases]",
+            "+        choices: [phases, snapshots]",
+        ),
+        ("roles/neo_safeguards/meta/argument_specs.yml", "        type: int\n", "        type: str\n", "+        type: int"),
+        ("roles/neo_safeguards/templates/etc/neo/db_safeguards.yml.j2", "_days | int |", "_days |", "+  backup_retention_days:"),
+        ("roles/neo_safeguards/defaults/main.yml", "notify_retries: 3", "notify_retries: 4", "schema's default for notify_retries is 3"),
+        # The schema changes and the role has not been regenerated.
+        ("scripts/neo_db/config.py", 'per notifier target", 3, 1, 10)', 'per notifier target", 3, 1, 20)', "target (1 to 20)."),
+    ],
+    ids=["range", "choices", "type", "template", "default", "schema"],
+)
+def test_the_schema_check_fails_on_a_difference(tmp_path: Path, path: str, old: str, new: str, shown: str) -> None:
+    """A copy of the sources gen-role-schema reads: unchanged it passes, with one hand edit it fails and shows it."""
+    for part in ("scripts/gen-role-schema", "scripts/readme-vars", "scripts/neo_db", "roles/neo_safeguards", "README.md"):
+        src, dest = ROOT / part, tmp_path / part
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() else shutil.copy(src, dest)
+    r = gen_role_schema(tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr  # positive control: the copy matches
+    text = (tmp_path / path).read_text()
+    assert old in text, old
+    (tmp_path / path).write_text(text.replace(old, new, 1))
+    r = gen_role_schema(tmp_path)
+    assert r.returncode == 1 and shown in r.stdout and "run scripts/gen-role-schema --write" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)

@@ -37,8 +37,28 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("tags", "extra", "expect"),
     [
-        ("safeguards", {"neo_safeguards_backup_retention_days": 7}, ["neo_safeguards_backup_retention_days is 7", "at least 14"]),
-        ("safeguards", {"neo_safeguards_backup_retention_count": -1}, ["neo_safeguards_backup_retention_count is -1", "at least 1"]),
+        # Ranges: neo-db's schema (config.py SCHEMA) checks the rendered config on the controller, naming the variable.
+        (
+            "safeguards",
+            {"neo_safeguards_backup_retention_days": 7},
+            ["neo_safeguards_backup_retention_days (key 'backup_retention_days'): value 7 is not allowed", "from 14 to 3650 (FLAG-023"],
+        ),
+        (
+            "safeguards",
+            {"neo_safeguards_backup_retention_count": -1},
+            ["neo_safeguards_backup_retention_count (key 'backup_retention_count'): value -1", "from 1 to 100000"],
+        ),
+        (
+            "safeguards",
+            {"neo_safeguards_notify_retries": 11},
+            ["neo_safeguards_notify_retries (key 'notify_retries'): value 11", "1 to 10"],
+        ),
+        (
+            "safeguards",
+            {"neo_safeguards_clean_exit_statuses": []},
+            ["neo_safeguards_clean_exit_statuses", "non-empty list of exit statuses"],
+        ),
+        ("safeguards", {"neo_safeguards_bin": "neo-db"}, ["neo_safeguards_bin (key 'neo_db_bin'): value 'neo-db'", "absolute path"]),
         ("safeguards", {"neo_safeguards_abnormal_retention_days": "thirty"}, ["neo_safeguards_abnormal_retention_days"]),
         ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
         ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
@@ -175,7 +195,10 @@ def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: 
     # Negative controls: key=value strings that are not the type, or break a role's rule, are still refused, by name.
     for bad, message in (
         ("neo_safeguards_backup_retention_count=twelve", "neo_safeguards_backup_retention_count"),
-        ("neo_safeguards_backup_retention_days=7", 'neo_safeguards_backup_retention_days is "7": expected a whole number of at least 14'),
+        (
+            "neo_safeguards_backup_retention_days=7",
+            "neo_safeguards_backup_retention_days (key 'backup_retention_days'): value 7 is not allowed; expected a whole number from 14",
+        ),
         ("neo_safeguards_engine_enabled=maybe", "neo_safeguards_engine_enabled"),
         ("neo_logrotate_rotate=0", "neo_logrotate_rotate a whole number of at least 1"),
         ("neo_monitoring_notify_retries=11", "neo_monitoring_notify_retries"),

@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub.required = True
     vp = csub.add_parser("validate", help="check a config file; exit 2 with every problem if it is invalid")
     vp.add_argument("path", metavar="PATH")
+    vp.add_argument("--role-vars", action="store_true", help="name the neo_safeguards role variable beside each key (the role's check)")
+    vp.add_argument("--schema-only", action="store_true", help="check each key on its own, not the rules between keys")
     sp = csub.add_parser("show", help="print the effective config, defaults included")
     sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     return p
@@ -515,8 +517,8 @@ def cmd_archive_dir(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.config_command == "validate":
-        cfg = config_mod.load(args.path)
-        print(f"ok: {cfg.source} is a valid neo-db config")
+        cfg = config_mod.load(args.path, role_vars=args.role_vars, schema_only=args.schema_only)
+        print(f"ok: {cfg.source} {'holds allowed values' if args.schema_only else 'is a valid neo-db config'}")
         return OK
     cfg = _load(args)
     _emit(

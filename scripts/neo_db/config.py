@@ -223,12 +223,7 @@ def _summary_pattern(value: Any) -> str | None:
     return None
 
 
-LAYOUTS = ("phases", "snapshots")
 RESERVED_SNAPSHOT_PATHS = ("db", "backup-metadata.json")
-
-
-def _layout(value: Any) -> str | None:
-    return None if value in LAYOUTS else "phases (NEO: one directory per phase) or snapshots (AtoCore: snapshots/<timestamp>/)"
 
 
 def _relative_dest(value: Any) -> str | None:
@@ -291,44 +286,118 @@ def _timer_name(value: Any) -> str | None:
 
 _RETENTION_WHY = f" (FLAG-023 §7 keeps session backups at least {MIN_RETENTION_DAYS} days)"
 
-SCHEMA: dict[str, tuple[Validator, bool]] = {
-    # key: (validator, required)
-    "db_path": (_abs_path, True),
-    "backup_dir": (_abs_path, True),
-    "exports_dir": (_abs_path, True),
-    "state_dir": (_abs_path, True),
-    "integrity_check_on_startup": (_bool, False),
-    "pre_session_backup_enabled": (_bool, False),
-    "post_session_backup_enabled": (_bool, False),
-    "abnormal_stop_backup_enabled": (_bool, False),
-    "backup_retention_count": (_int_range(1, 100000), False),
-    "backup_retention_days": (_int_range(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS, _RETENTION_WHY), False),
-    "abnormal_retention_days": (_int_range(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS, _RETENTION_WHY), False),
-    "clean_exit_statuses": (_exit_statuses, False),
-    "session_prefix": (_session_prefix, False),
-    "session_first_number": (_int_range(1, 999999), False),
-    "session_number_width": (_int_range(1, 6), False),
-    "session_summary_path": (_summary_pattern, False),
-    "integrity_max_errors": (_int_range(1, 1000), False),
-    "prune_after_session": (_bool, False),
-    "lock_timeout_seconds": (_int_range(0, 3600), False),
-    "engine_unit": (_unit_name, False),
-    "readers_group": (_group_name, False),
-    "snapshot_retention_count": (_int_range(1, 10000), False),
-    "drill_max_age_days": (_int_range(1, 365), False),
-    "unit_dir": (_abs_path, False),
-    "neo_db_bin": (_abs_path, False),
-    "hetzner_fact_path": (_optional_abs_path, False),
-    "layout": (_layout, False),
-    "extra_files": (_extra_files, False),
-    "snapshot_notes": (_notes, False),
-    "backup_timer": (_timer_name, False),
-    "metrics_textfile_dir": (_optional_abs_path, False),
-    "notify_secrets_path": (_optional_abs_path, False),
-    "notify_explicitly_off": (_bool, False),
-    "notify_timeout_seconds": (_int_range(1, 60), False),
-    "notify_retries": (_int_range(1, 10), False),
-    "notify_journal_lines": (_int_range(0, 200), False),
+ROLE_PREFIX = "neo_safeguards_"
+_ROLE = object()  # Field.role's default: the role variable is ROLE_PREFIX + the key
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config key, declared once: what it holds, what is allowed, its default and what it means.
+
+    Everything else is derived from it: validation and its messages here, and (scripts/gen-role-schema)
+    the neo_safeguards role's argument_specs entries, the README rows and the config template.
+    ``type`` is the YAML type as Ansible's argument_spec names it (str, int, bool, list; ``elements`` for a
+    list's items); ``lo``/``hi`` bound an int; ``choices`` maps each allowed value to what it means;
+    ``check`` is a rule beyond those (a path, a name pattern); ``role`` is the role variable that sets the
+    key (None: the role leaves it at its default).
+    """
+
+    type: str
+    doc: str
+    default: Any = None
+    required: bool = False
+    lo: int | None = None
+    hi: int | None = None
+    why: str = ""
+    choices: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    elements: str | None = None
+    check: Validator | None = None
+    role: Any = _ROLE
+
+    def problem(self, value: Any) -> str | None:
+        """None when value is allowed, else what is allowed."""
+        if self.check is not None:
+            return self.check(value)
+        if self.choices:
+            # A list, not the mapping: a value may be unhashable (a list, a mapping).
+            return None if value in list(self.choices) else " or ".join(f"{k} ({v})" for k, v in self.choices.items())
+        if self.type == "bool":
+            return _bool(value)
+        if self.type == "int" and self.lo is not None and self.hi is not None:
+            return _int_range(self.lo, self.hi, self.why)(value)
+        raise TypeError(f"a {self.type} field needs check, choices or lo/hi")  # a programming error in SCHEMA
+
+    def role_var(self, key: str) -> str | None:
+        return ROLE_PREFIX + key if self.role is _ROLE else self.role
+
+
+def _path(doc: str, default: Any = None, *, required: bool = False, optional: bool = False, role: Any = _ROLE) -> Field:
+    check = _optional_abs_path if optional else _abs_path
+    return Field("str", doc, default, required=required, check=check, role=role)
+
+
+def _int(doc: str, default: int, lo: int, hi: int, why: str = "", *, role: Any = _ROLE) -> Field:
+    return Field("int", doc, default, lo=lo, hi=hi, why=why, role=role)
+
+
+SCHEMA: dict[str, Field] = {
+    "db_path": _path("The live DB", required=True),
+    "backup_dir": _path("Holds pre_session/, post_session/, abnormal_stop/, manual/ (or snapshots/)", required=True),
+    "exports_dir": _path("Reader-visible artifacts; db_health lands in sessions/<ID>/", required=True),
+    "state_dir": _path("neo-db's session state", required=True),
+    "integrity_check_on_startup": Field("bool", "FLAG-049: run PRAGMA integrity_check before every session", True),
+    "pre_session_backup_enabled": Field("bool", "FLAG-049: backup before every session", True),
+    "post_session_backup_enabled": Field("bool", "FLAG-049: backup after every clean close", True),
+    "abnormal_stop_backup_enabled": Field("bool", "FLAG-023: best-effort preservation after an abnormal stop", True),
+    "backup_retention_count": _int("Keep at least the newest N backups of each phase", 10, 1, 100000),
+    "backup_retention_days": _int(
+        "Never prune a session backup younger than this many days", 14, MIN_RETENTION_DAYS, MAX_RETENTION_DAYS, _RETENTION_WHY
+    ),
+    "abnormal_retention_days": _int(
+        "Never prune an abnormal-stop backup younger than this many days", 30, MIN_RETENTION_DAYS, MAX_RETENTION_DAYS, _RETENTION_WHY
+    ),
+    "clean_exit_statuses": Field(
+        "list", "Engine exit statuses that count as a clean close (0 to 255)", [0], elements="int", check=_exit_statuses
+    ),
+    "session_prefix": Field(
+        "str", "Session ID prefix (S053): 1 to 8 letters or dashes, starting with a letter", "S", check=_session_prefix
+    ),
+    "session_first_number": _int("First session number when no counter exists", 1, 1, 999999),
+    "session_number_width": _int("Digits of the session number (zero-padded)", 3, 1, 6, role=None),
+    "session_summary_path": Field(
+        "str", "Engine's session summary; db_health is merged into it ({session} is replaced)", None, check=_summary_pattern
+    ),
+    "integrity_max_errors": _int("Errors PRAGMA integrity_check reports at most", 20, 1, 1000, role=None),
+    "prune_after_session": Field("bool", "Prune by the retention policy after each session", True, role=None),
+    "lock_timeout_seconds": _int("How long a run waits for the state lock, in seconds", 120, 0, 3600, role=None),
+    "engine_unit": Field("str", "Name of the engine's systemd unit (without .service)", "neo-engine", check=_unit_name),
+    "readers_group": Field("str", "Group that reader snapshots are published to (mode 0440)", "neo-readers", check=_group_name),
+    "snapshot_retention_count": _int("Reader snapshots kept in exports/snapshots/", 24, 1, 10000),
+    "drill_max_age_days": _int("Age in days of the newest restore drill that confirm accepts", 8, 1, 365, role=None),
+    "unit_dir": _path("Where the engine's unit and drop-in are installed", "/etc/systemd/system", role=None),
+    "neo_db_bin": _path("Symlink to the neo-db launcher on the PATH", "/usr/local/bin/neo-db", role="neo_safeguards_bin"),
+    "hetzner_fact_path": _path("The Hetzner record read by neo-db confirm", "/etc/ansible/facts.d/hetzner_backups.fact", optional=True),
+    "layout": Field(
+        "str",
+        "Backup layout",
+        "phases",
+        choices={"phases": "NEO: one directory per phase", "snapshots": "AtoCore: snapshots/<timestamp>/"},
+    ),
+    "extra_files": Field(
+        "list",
+        "Files captured with the DB in each snapshot (snapshots layout): [{path: /abs/source, dest: relative/target}]",
+        [],
+        elements="dict",
+        check=_extra_files,
+    ),
+    "snapshot_notes": Field("list", "Notes written into each snapshot's backup-metadata.json", [], elements="str", check=_notes),
+    "backup_timer": Field("str", "The timer that takes the timed backups", "neo-db-archive.timer", check=_timer_name, role=None),
+    "metrics_textfile_dir": _path("node_exporter's textfile dir where neo-db writes neo_db.prom; null for no metrics", optional=True),
+    "notify_secrets_path": _path("Root-only 0600 file with the notifier URLs; null for no notifications", optional=True),
+    "notify_explicitly_off": Field("bool", "No notifier is a deliberate choice (neo-db confirm accepts it)", False),
+    "notify_timeout_seconds": _int("Timeout of one notification delivery attempt, in seconds", 5, 1, 60),
+    "notify_retries": _int("Delivery attempts per notifier target", 3, 1, 10),
+    "notify_journal_lines": _int("Journal lines sent with a failure notification", 20, 0, 200, role=None),
 }
 
 
@@ -381,8 +450,28 @@ def _reader_exposure(values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def validate(data: Any, source: str) -> Config:
-    """Check a parsed YAML document and build a Config, or raise ConfigError with every problem."""
+def _for_role(source: str, problems: list[str]) -> ConfigError:
+    """The problems of a config the role rendered, naming the role variable that sets each key."""
+
+    def name(match: re.Match[str]) -> str:
+        field = SCHEMA.get(match.group(1))
+        var = field.role_var(match.group(1)) if field else None
+        return f"{var} (key '{match.group(1)}')" if var else match.group(0)
+
+    return ConfigError(
+        f"{source} (rendered from the neo_safeguards role's variables)",
+        [re.sub(r"\bkey '([a-z_]+)'", name, p) for p in problems],
+        hint="set the role variables named above (inventory, group_vars/ or -e), then run the play again",
+    )
+
+
+def validate(data: Any, source: str, *, role_vars: bool = False, schema_only: bool = False) -> Config:
+    """Check a parsed YAML document and build a Config, or raise ConfigError with every problem.
+
+    role_vars: name the neo_safeguards role variable beside each key (the role renders this config).
+    schema_only: each key on its own (SCHEMA), without the rules between keys, some of which look at
+    this machine's filesystem (the role checks its variables on the controller this way, early).
+    """
     if not isinstance(data, Mapping) or TOP_KEY not in data:
         raise ConfigError(source, [f"the file must be a YAML mapping with a top-level '{TOP_KEY}:' key"])
     extra_top = [str(k) for k in data if k != TOP_KEY]
@@ -401,18 +490,17 @@ def validate(data: Any, source: str) -> Config:
             hint = f" (did you mean '{near[0]}'?)" if near else ""
             problems.append(f"key {_show(key)} is unknown{hint}; known keys: {', '.join(SCHEMA)}")
             continue
-        validator, _ = SCHEMA[key]
-        allowed = validator(value)
+        allowed = SCHEMA[key].problem(value)
         if allowed:
             problems.append(f"key '{key}': value {_show(value)} is not allowed; expected {allowed}")
             continue
         values[key] = value
-    for key, (_, required) in SCHEMA.items():
-        if required and key not in section:
-            problems.append(f"key '{key}' is missing; it is required ({_abs_path(None)})")
+    for key, field in SCHEMA.items():
+        if field.required and key not in section:
+            problems.append(f"key '{key}' is missing; it is required ({field.problem(None)})")
 
     db_path = values.get("db_path")
-    if isinstance(db_path, str):
+    if isinstance(db_path, str) and not schema_only:
         db_dir = os.path.dirname(os.path.normpath(db_path))
         real = os.path.realpath(db_path)
         if os.path.normpath(db_path).endswith(("-wal", "-shm", "-journal")):
@@ -433,13 +521,13 @@ def validate(data: Any, source: str) -> Config:
                         f"(e.g. {os.path.join(os.path.dirname(where), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
                     )
                     break
-    problems.extend(_reader_exposure(values))
-    if values.get("extra_files") and values.get("layout", "phases") != "snapshots":
+    problems.extend([] if schema_only else _reader_exposure(values))
+    if values.get("extra_files") and values.get("layout", "phases") != "snapshots" and not schema_only:
         problems.append(
             "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"
         )
     if problems:
-        raise ConfigError(source, problems)
+        raise _for_role(source, problems) if role_vars else ConfigError(source, problems)
 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
@@ -511,8 +599,8 @@ class _ConfigLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate one config file."""
+def load(path: str | os.PathLike[str], *, role_vars: bool = False, schema_only: bool = False) -> Config:
+    """Read and validate one config file (role_vars, schema_only: as validate())."""
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as fh:
@@ -544,7 +632,7 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(source, [f"the YAML does not parse{where}: {problem}"]) from None
     except (ValueError, TypeError, RecursionError) as exc:
         raise ConfigError(source, [f"the YAML does not parse: {exc}"]) from None
-    return validate(data, source)
+    return validate(data, source, role_vars=role_vars, schema_only=schema_only)
 
 
 def resolve_path(cli_path: str | None) -> str:
