@@ -191,6 +191,20 @@ def test_destroy_goes_by_the_runs_labels_never_by_the_name(rehearsal: Rehearsal)
     assert f"neo-molecule-{run_id}" in rehearsal.servers()
 
 
+def test_a_run_whose_molecule_directory_is_gone_is_destroyed_by_its_run_id(rehearsal: Rehearsal) -> None:
+    """The README's way out after a hard interruption: NEO_REHEARSAL_RUN_ID names the run to delete."""
+    assert rehearsal.play("create").rc == 0
+    run = rehearsal.run_file()
+    (rehearsal.state_dir / "hetzner-run.yml").unlink()
+    lost = rehearsal.play("destroy")
+    assert lost.rc == 0 and "nothing to delete" in lost.out, lost.out[-3000:]
+    assert rehearsal.writes("delete_server") == [] and run["server_name"] in rehearsal.servers()
+    named = rehearsal.play("destroy", NEO_REHEARSAL_RUN_ID=run["run_id"])
+    assert named.rc == 0, named.out[-3000:]
+    assert [w["server"] for w in rehearsal.writes("delete_server")] == [run["server_name"]]
+    assert rehearsal.api.state()["ssh_keys"] == []
+
+
 def test_without_a_token_create_and_destroy_refuse_and_ask_the_api_nothing(rehearsal: Rehearsal) -> None:
     for name in ("create", "destroy"):
         r = rehearsal.play(name, token="")
