@@ -2,7 +2,12 @@
 
 Endpoints (under /v1, Bearer token required):
   GET  /servers?name=NAME              {"servers": [...], "meta": {"pagination": {...}}}
+  GET  /servers?label_selector=K=V,K2  the servers carrying every label named (K=V, K!=V, K, !K)
+  POST /servers                        201 {"server", "action", "next_actions", "root_password"}: the name must be free
   GET  /servers/{id}                   {"server": {...}}
+  DELETE /servers/{id}                 200 {"action": {...}}
+  GET  /server_types, /images, /locations ?name=   the catalogue the server module resolves names in
+  GET|POST /ssh_keys, GET|PUT|DELETE /ssh_keys/{id}   SSH keys (name and fingerprint unique)
   POST /servers/{id}/actions/enable_backup    201 {"action": {...}}
   POST /servers/{id}/actions/disable_backup   201 {"action": {...}}
   GET  /actions/{id}                   {"action": {...}}: "running" on the first poll, then "success"
@@ -11,7 +16,7 @@ Errors use {"error": {"code", "message", "details"}}: 401 unauthorized, 404 not_
 Test control (no token), under /__fake:
   GET  /__fake/state                   servers, write calls, requests seen
   POST /__fake/faults {"status": 429, "count": 2}   the next N API requests answer that error
-  POST /__fake/servers {"name": "...", "backup_window": null}   add a server
+  POST /__fake/servers {"name": "...", "backup_window": null, "labels": {...}}   add a server
 
 Run: python3 tests/fake_hetzner/server.py --port 0 --token T --server NAME [--state-file F]
 It prints "listening on http://127.0.0.1:PORT/v1" once ready.
@@ -20,7 +25,9 @@ It prints "listening on http://127.0.0.1:PORT/v1" once ready.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import sys
@@ -44,17 +51,96 @@ WINDOW = "22-02"
 CREATED = "2026-04-22T19:15:00+00:00"
 
 
-def server_doc(sid: int, name: str, backup_window: str | None) -> dict[str, Any]:
-    location = {
+LOCATIONS = {
+    "fsn1": {
         "id": 1,
-        "name": "fsn1",
         "description": "Falkenstein DC Park 1",
         "country": "DE",
         "city": "Falkenstein",
         "latitude": 50.47612,
         "longitude": 12.370071,
-        "network_zone": "eu-central",
+    },
+    "nbg1": {
+        "id": 2,
+        "description": "Nuremberg DC Park 1",
+        "country": "DE",
+        "city": "Nuremberg",
+        "latitude": 49.452102,
+        "longitude": 11.076665,
+    },
+    "hel1": {
+        "id": 3,
+        "description": "Helsinki DC Park 1",
+        "country": "FI",
+        "city": "Helsinki",
+        "latitude": 60.169855,
+        "longitude": 24.938379,
+    },
+}
+SERVER_TYPES = {"cx22": (22, 2, 4.0, 40), "cx23": (104, 2, 4.0, 40), "cx33": (105, 4, 8.0, 80)}
+IMAGES = {"ubuntu-24.04": (161547269, "ubuntu", "24.04"), "debian-13": (310557660, "debian", "13")}
+
+
+def location_doc(name: str) -> dict[str, Any]:
+    return {"name": name, "network_zone": "eu-central", **LOCATIONS[name]}
+
+
+def server_type_doc(name: str) -> dict[str, Any]:
+    tid, cores, memory, disk = SERVER_TYPES[name]
+    return {
+        "id": tid,
+        "name": name,
+        "description": name.upper(),
+        "category": "cost_optimized",
+        "cores": cores,
+        "memory": memory,
+        "disk": disk,
+        "storage_type": "local",
+        "cpu_type": "shared",
+        "architecture": "x86",
+        "deprecated": False,
+        "deprecation": None,
+        "included_traffic": 21990232555520,
+        "prices": [],
+        "locations": [{"id": loc["id"], "name": n, "deprecation": None} for n, loc in LOCATIONS.items()],
     }
+
+
+def image_doc(name: str) -> dict[str, Any]:
+    iid, flavor, version = IMAGES[name]
+    return {
+        "id": iid,
+        "type": "system",
+        "status": "available",
+        "name": name,
+        "description": f"{flavor.capitalize()} {version}",
+        "image_size": None,
+        "disk_size": 5,
+        "created": CREATED,
+        "created_from": None,
+        "bound_to": None,
+        "os_flavor": flavor,
+        "os_version": version,
+        "rapid_deploy": True,
+        "protection": {"delete": False},
+        "deprecated": None,
+        "deleted": None,
+        "labels": {},
+        "architecture": "x86",
+    }
+
+
+def server_doc(
+    sid: int,
+    name: str,
+    backup_window: str | None,
+    *,
+    server_type: str = "cx22",
+    image: str = "ubuntu-24.04",
+    location_name: str = "fsn1",
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    location = location_doc(location_name)
     return {
         "id": sid,
         "name": name,
@@ -67,38 +153,15 @@ def server_doc(sid: int, name: str, backup_window: str | None) -> dict[str, Any]
             "firewalls": [],
         },
         "private_net": [],
-        "server_type": {
-            "id": 22,
-            "name": "cx22",
-            "description": "CX22",
-            "cores": 2,
-            "memory": 4.0,
-            "disk": 40,
-            "storage_type": "local",
-            "cpu_type": "shared",
-            "architecture": "x86",
-            "prices": [],
-        },
+        "server_type": server_type_doc(server_type),
         "datacenter": {
             "id": 4,
-            "name": "fsn1-dc14",
-            "description": "Falkenstein 1 DC14",
+            "name": f"{location_name}-dc14",
+            "description": f"{location['city']} DC14",
             "location": location,
             "server_types": {"supported": [22], "available": [22], "available_for_migration": [22]},
         },
-        "image": {
-            "id": 161547269,
-            "type": "system",
-            "status": "available",
-            "name": "ubuntu-24.04",
-            "description": "Ubuntu 24.04",
-            "os_flavor": "ubuntu",
-            "os_version": "24.04",
-            "rapid_deploy": True,
-            "architecture": "x86",
-            "labels": {},
-            "protection": {"delete": False},
-        },
+        "image": image_doc(image),
         "iso": None,
         "rescue_enabled": False,
         "locked": False,
@@ -107,12 +170,40 @@ def server_doc(sid: int, name: str, backup_window: str | None) -> dict[str, Any]
         "ingoing_traffic": 0,
         "included_traffic": 21990232555520,
         "protection": {"delete": False, "rebuild": False},
-        "labels": {"role": "neo-vps"},
+        "labels": {"role": "neo-vps"} if labels is None else dict(labels),
         "volumes": [],
         "load_balancers": [],
         "primary_disk_size": 40,
         "placement_group": None,
     }
+
+
+SERVER_KEYS = ("name", "backup_window", "server_type", "image", "location_name", "labels")
+
+
+def selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """The API's label selector, the forms this repository uses: k=v, k==v, k!=v, k, !k (comma = and)."""
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def fingerprint(public_key: str) -> str:
+    """The MD5 fingerprint the API gives an SSH key (aa:bb:...)."""
+    digest = hashlib.md5(base64.b64decode(public_key.split()[1]), usedforsecurity=False).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
 
 
 class State:
@@ -121,7 +212,9 @@ class State:
         self.state_file = state_file
         self.lock = threading.Lock()
         self.servers: dict[int, dict[str, Any]] = {}
+        self.server_args: dict[int, dict[str, Any]] = {}
         self.firewalls: dict[int, dict[str, Any]] = {}
+        self.ssh_keys: dict[int, dict[str, Any]] = {}
         self.actions: dict[int, dict[str, Any]] = {}
         self.polls: dict[int, int] = {}
         self.writes: list[dict[str, Any]] = []
@@ -131,25 +224,42 @@ class State:
         if state_file and state_file.exists():
             saved = json.loads(state_file.read_text())
             for s in saved.get("servers", []):
-                self.servers[s["id"]] = server_doc(s["id"], s["name"], s["backup_window"])
+                self.put_server(s["id"], {k: s[k] for k in SERVER_KEYS if k in s})
                 self.next_id = max(self.next_id, s["id"] + 1)
+            for k in saved.get("ssh_keys", []):
+                self.ssh_keys[k["id"]] = k
+                self.next_id = max(self.next_id, k["id"] + 1)
+
+    def put_server(self, sid: int, args: dict[str, Any]) -> dict[str, Any]:
+        self.server_args[sid] = args
+        name, window = args["name"], args.get("backup_window")
+        self.servers[sid] = server_doc(sid, name, window, **{k: v for k, v in args.items() if k not in ("name", "backup_window")})
+        return self.servers[sid]
 
     def save(self) -> None:
         if self.state_file:
-            doc = {"servers": [{"id": s["id"], "name": s["name"], "backup_window": s["backup_window"]} for s in self.servers.values()]}
+            servers = [{"id": sid, **args, "backup_window": self.servers[sid]["backup_window"]} for sid, args in self.server_args.items()]
+            doc = {"servers": servers, "ssh_keys": list(self.ssh_keys.values())}
             tmp = self.state_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(doc))
             tmp.replace(self.state_file)
 
-    def add_server(self, name: str, backup_window: str | None = None) -> dict[str, Any]:
+    def add_server(self, name: str, backup_window: str | None = None, **kw: Any) -> dict[str, Any]:
         for s in self.servers.values():
             if s["name"] == name:
                 return s
         sid = self.next_id
         self.next_id += 1
-        self.servers[sid] = server_doc(sid, name, backup_window)
+        server = self.put_server(sid, {"name": name, "backup_window": backup_window, **kw})
         self.save()
-        return self.servers[sid]
+        return server
+
+    def delete_server(self, sid: int) -> None:
+        del self.servers[sid]
+        del self.server_args[sid]
+        for firewall in self.firewalls.values():
+            firewall["applied_to"] = [a for a in firewall["applied_to"] if a.get("server", {}).get("id") != sid]
+        self.save()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -197,16 +307,40 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and path == "/servers":
                 query = parse_qs(url.query)
                 name = query.get("name", [None])[0]
-                found = [s for s in st.servers.values() if name is None or s["name"] == name]
-                pagination = {
-                    "page": 1,
-                    "per_page": 25,
-                    "previous_page": None,
-                    "next_page": None,
-                    "last_page": 1,
-                    "total_entries": len(found),
-                }
-                self._send(200, {"servers": found, "meta": {"pagination": pagination}})
+                selector = query.get("label_selector", [None])[0]
+                found = [
+                    s
+                    for s in st.servers.values()
+                    if (name is None or s["name"] == name) and (selector is None or selector_matches(selector, s["labels"]))
+                ]
+                self._send(200, {"servers": found, "meta": {"pagination": self._pagination(len(found))}})
+                return
+            if method == "POST" and path == "/servers":
+                self._create_server(self._body())
+                return
+            if method == "DELETE" and re.fullmatch(r"/servers/\d+", path):
+                sid = int(path.rsplit("/", 1)[1])
+                server = st.servers.get(sid)
+                if server is None:
+                    self._error(404)
+                    return
+                st.writes.append({"command": "delete_server", "server": server["name"], "labels": server["labels"]})
+                st.delete_server(sid)
+                self._send(200, {"action": self._action("delete_server", [{"id": sid, "type": "server"}])})
+                return
+            catalogue = {
+                "/server_types": (SERVER_TYPES, server_type_doc),
+                "/images": (IMAGES, image_doc),
+                "/locations": (LOCATIONS, location_doc),
+            }
+            if method == "GET" and path in catalogue:
+                names, doc = catalogue[path]
+                name = parse_qs(url.query).get("name", [None])[0]
+                found = [doc(n) for n in names if name is None or n == name]
+                self._send(200, {path[1:]: found, "meta": {"pagination": self._pagination(len(found))}})
+                return
+            if path == "/ssh_keys" or path.startswith("/ssh_keys/"):
+                self._ssh_keys(method, path, url.query)
                 return
             m = re.fullmatch(r"/servers/([^/]+)(/actions/(enable_backup|disable_backup))?", path)
             if m:
@@ -253,6 +387,134 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, {"action": action})
                 return
         self._error(404, f"no route for {method} {url.path}")
+
+    @staticmethod
+    def _pagination(total: int) -> dict[str, Any]:
+        return {"page": 1, "per_page": 25, "previous_page": None, "next_page": None, "last_page": 1, "total_entries": total}
+
+    def _create_server(self, body: dict[str, Any]) -> None:
+        """POST /servers, as the API checks it: a free name, a known type, image and location, keys that exist. Called under the lock."""
+        st = self.state
+        name = body.get("name")
+        if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", str(name)):
+            self._error(422, "invalid input in field 'name'", {"fields": [{"name": "name", "messages": ["invalid name"]}]})
+            return
+        if any(s["name"] == name for s in st.servers.values()):
+            self._send(
+                409,
+                {
+                    "error": {
+                        "code": "uniqueness_error",
+                        "message": "server name is already used",
+                        "details": {"fields": [{"name": "name"}]},
+                    }
+                },
+            )
+            return
+        # the API takes an id or a name for each (the hcloud client sends the id it looked up)
+        resolved: dict[str, str] = {}
+        for field, known, default in (("server_type", SERVER_TYPES, None), ("image", IMAGES, None), ("location", LOCATIONS, "fsn1")):
+            value = str(body.get(field) or default)
+            by_id = {str(v[0] if isinstance(v, tuple) else v["id"]): k for k, v in known.items()}
+            resolved[field] = by_id.get(value, value)
+            if resolved[field] not in known:
+                self._error(422, f"invalid input in field '{field}'", {"fields": [{"name": field, "messages": [f"unknown {value}"]}]})
+                return
+        server_type, image, location = resolved["server_type"], resolved["image"], resolved["location"]
+        key_ids = []
+        for ref in body.get("ssh_keys") or []:
+            kid = next((k["id"] for k in st.ssh_keys.values() if str(ref) in (str(k["id"]), k["name"])), None)
+            if kid is None:
+                details = {"fields": [{"name": "ssh_keys", "messages": [f"unknown key {ref}"]}]}
+                self._error(422, "invalid input in field 'ssh_keys'", details)
+                return
+            key_ids.append(kid)
+        labels = body.get("labels") or {}
+        sid, st.next_id = st.next_id, st.next_id + 1
+        server = st.put_server(
+            sid,
+            {"name": name, "backup_window": None, "server_type": server_type, "image": image, "location_name": location, "labels": labels},
+        )
+        st.writes.append(
+            {
+                "command": "create_server",
+                "server": name,
+                "server_type": server_type,
+                "image": image,
+                "location": location,
+                "labels": labels,
+                "ssh_keys": [st.ssh_keys[k]["name"] for k in key_ids],
+            }
+        )
+        st.save()
+        action = self._action("create_server", [{"id": sid, "type": "server"}])
+        self._send(201, {"server": server, "action": action, "next_actions": [], "root_password": None})
+
+    def _ssh_keys(self, method: str, path: str, query: str) -> None:
+        """/ssh_keys: list by name or fingerprint, create, read, update (name, labels), delete. Called under the lock."""
+        st = self.state
+        if path == "/ssh_keys" and method == "GET":
+            q = parse_qs(query)
+            name, fp = q.get("name", [None])[0], q.get("fingerprint", [None])[0]
+            selector = q.get("label_selector", [None])[0]
+            found = [
+                k
+                for k in st.ssh_keys.values()
+                if (name is None or k["name"] == name)
+                and (fp is None or k["fingerprint"] == fp)
+                and (selector is None or selector_matches(selector, k["labels"]))
+            ]
+            self._send(200, {"ssh_keys": found, "meta": {"pagination": self._pagination(len(found))}})
+            return
+        if path == "/ssh_keys" and method == "POST":
+            body = self._body()
+            try:
+                fp = fingerprint(str(body.get("public_key")))
+            except (IndexError, ValueError):
+                self._error(422, "invalid input in field 'public_key'", {"fields": [{"name": "public_key", "messages": ["invalid"]}]})
+                return
+            if any(k["name"] == body.get("name") or k["fingerprint"] == fp for k in st.ssh_keys.values()):
+                self._send(
+                    409,
+                    {"error": {"code": "uniqueness_error", "message": "SSH key with the same fingerprint already exists", "details": {}}},
+                )
+                return
+            kid, st.next_id = st.next_id, st.next_id + 1
+            key = {
+                "id": kid,
+                "name": body["name"],
+                "fingerprint": fp,
+                "public_key": body["public_key"],
+                "labels": body.get("labels") or {},
+                "created": CREATED,
+            }
+            st.ssh_keys[kid] = key
+            st.writes.append({"command": "create_ssh_key", "ssh_key": key["name"], "labels": key["labels"]})
+            st.save()
+            self._send(201, {"ssh_key": key})
+            return
+        m = re.fullmatch(r"/ssh_keys/(\d+)", path)
+        key = st.ssh_keys.get(int(m[1])) if m else None
+        if key is None:
+            self._error(404, "ssh key not found")
+            return
+        if method == "GET":
+            self._send(200, {"ssh_key": key})
+        elif method == "PUT":
+            body = self._body()
+            key.update({k: body[k] for k in ("name", "labels") if k in body})
+            st.writes.append({"command": "update_ssh_key", "ssh_key": key["name"]})
+            st.save()
+            self._send(200, {"ssh_key": key})
+        elif method == "DELETE":
+            del st.ssh_keys[key["id"]]
+            st.writes.append({"command": "delete_ssh_key", "ssh_key": key["name"], "labels": key["labels"]})
+            st.save()
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self._error(404, f"no route for {method} {path}")
 
     def _action(self, command: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
         """A running action, finished on its second poll (as the real API's take a moment)."""
@@ -354,7 +616,11 @@ class Handler(BaseHTTPRequestHandler):
         path = urlparse(self.path).path
         with st.lock:
             if method == "GET" and path == "/__fake/state":
-                doc = {"servers": list(st.servers.values()), "firewalls": list(st.firewalls.values())}
+                doc = {
+                    "servers": list(st.servers.values()),
+                    "firewalls": list(st.firewalls.values()),
+                    "ssh_keys": list(st.ssh_keys.values()),
+                }
                 self._send(200, {**doc, "writes": st.writes, "requests": st.requests})
             elif method == "POST" and path == "/__fake/faults":
                 body = self._body()
@@ -362,7 +628,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(200, {"faults": st.faults})
             elif method == "POST" and path == "/__fake/servers":
                 body = self._body()
-                self._send(201, {"server": st.add_server(body["name"], body.get("backup_window"))})
+                extra = {k: body[k] for k in ("server_type", "image", "labels") if k in body}
+                self._send(201, {"server": st.add_server(body["name"], body.get("backup_window"), **extra)})
             else:
                 self._send(404, {"error": {"code": "not_found", "message": "no such control endpoint", "details": {}}})
 
