@@ -205,6 +205,22 @@ def test_a_run_whose_molecule_directory_is_gone_is_destroyed_by_its_run_id(rehea
     assert rehearsal.api.state()["ssh_keys"] == []
 
 
+def test_a_stale_run_id_in_the_environment_never_redirects_this_runs_destroy(rehearsal: Rehearsal) -> None:
+    """NEO_REHEARSAL_RUN_ID left exported from a cleanup by hand: destroy refuses, naming both ids, and
+    deletes nothing (not the old run, not this one); unset, it deletes this run's server (the control)."""
+    old = "20260101-000000-abcdef"
+    rehearsal.api.post("/__fake/servers", {"name": f"neo-molecule-{old}", "labels": labels(old)})
+    assert rehearsal.play("create").rc == 0
+    run = rehearsal.run_file()
+    stale = rehearsal.play("destroy", NEO_REHEARSAL_RUN_ID=old)
+    assert stale.rc != 0 and f"NEO_REHEARSAL_RUN_ID is {old}" in stale.out and run["run_id"] in stale.out, stale.out[-3000:]
+    assert rehearsal.writes("delete_server") == [] and run["server_name"] in rehearsal.servers()
+    same = rehearsal.play("destroy", NEO_REHEARSAL_RUN_ID=run["run_id"])
+    assert same.rc == 0, same.out[-3000:]
+    assert [w["server"] for w in rehearsal.writes("delete_server")] == [run["server_name"]]
+    assert f"neo-molecule-{old}" in rehearsal.servers()
+
+
 def test_without_a_token_create_and_destroy_refuse_and_ask_the_api_nothing(rehearsal: Rehearsal) -> None:
     for name in ("create", "destroy"):
         r = rehearsal.play(name, token="")
