@@ -323,3 +323,12 @@ def test_role_vars_names_the_role_variable_and_schema_only_leaves_the_rules_betw
     )
     r = runtime.cli("config", "validate", "--role-vars", "--schema-only", str(path))
     assert r.rc == 0 and "holds allowed values" in r.out, r.err
+
+
+def test_a_unit_name_starting_with_a_dash_is_refused_as_a_systemctl_option(runtime: Runtime, tmp_path: Path) -> None:
+    """`systemctl show -Hroot@host.service` asks systemd on another host over ssh (as root, from the reboot guard)."""
+    rc, out = validate(runtime, tmp_path, {"db_safeguards": GOOD | {"engine_unit": "neo-engine@a-1", "backup_timer": "neo-db-x.timer"}})
+    assert rc == 0, out  # positive control: dashes inside a name are fine
+    for key, bad in (("engine_unit", "-Hroot@evil"), ("backup_timer", "-Mevil.timer")):
+        rc, out = validate(runtime, tmp_path, {"db_safeguards": GOOD | {key: bad}})
+        assert rc == 2 and f"key '{key}': value {bad!r} is not allowed" in out and "not starting with '-'" in out, out

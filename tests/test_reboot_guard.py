@@ -243,6 +243,11 @@ def test_an_engine_state_that_cannot_be_read_waits(runtime: Runtime, tmp_path: P
     assert rebootguard._engine_state(cfg) is None
     systemctl("echo active")
     assert rebootguard._engine_state(cfg) == "active"
+    # systemd 257's "refreshing" is a running engine; a word systemd never prints is an unread state, not idle.
+    systemctl("echo refreshing")
+    assert rebootguard._engine_state(cfg) == "refreshing"
+    systemctl("echo Aktiv")
+    assert "unknown state (ActiveState='Aktiv')" in str(rebootguard._engine_state(cfg))
 
 
 def _timeout_run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -73,8 +73,13 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("runtime", {"neo_runtime_extra_dirs": ["config"]}, ["neo_runtime_extra_dirs a list of", "absolute paths"]),
         ("runtime", {"neo_runtime_db_dir": "relative/db"}, ["neo_runtime_db_dir", "absolute path"]),
         # The tree is a tmpfiles.d file: a space splits its line, a % is a specifier.
-        ("runtime", {"neo_runtime_logs_dir": "/opt/neo/run time/logs"}, ["neo_runtime_logs_dir", "spaces or '%'"]),
-        ("runtime", {"neo_runtime_extra_dirs": ["/srv/a%b"]}, ["neo_runtime_extra_dirs a list of", "spaces or '%'"]),
+        ("runtime", {"neo_runtime_logs_dir": "/opt/neo/run time/logs"}, ["neo_runtime_logs_dir", "spaces, '%'"]),
+        ("runtime", {"neo_runtime_extra_dirs": ["/srv/a%b"]}, ["neo_runtime_extra_dirs a list of", "spaces, '%'"]),
+        # tmpfiles.d unquotes and C-unescapes a path; a quote also ended the shell's quoting of systemd-sysusers' line
+        # (a neo_runtime_root with ' and $(...) ran the command when the user was created).
+        ("runtime", {"neo_runtime_root": "/opt/x'$(touch${IFS}/tmp/pwned)'/runtime"}, ["neo_runtime_root", "quotes"]),
+        ("runtime", {"neo_runtime_state_dir": '/opt/neo/runtime/st"ate'}, ["neo_runtime_state_dir", "quotes"]),
+        ("runtime", {"neo_runtime_extra_dirs": ["/srv/a\\x2fb"]}, ["neo_runtime_extra_dirs a list of", "backslashes"]),
         ("runtime", {"neo_runtime_backup_dir": "/opt/neo/runtime/db/backups"}, ["must lie outside neo_runtime_db_dir"]),
         ("runtime", {"neo_runtime_user": "Neo User"}, ["not a valid user or group name"]),
         ("logrotate", {"neo_logrotate_rotate": 0}, ["neo_logrotate_rotate", "at least 1"]),

@@ -141,3 +141,59 @@ def test_a_systemctl_that_hangs_fails_closed(replay: dict[str, object], runtime:
     state = systemd.systemctl_state("neo-probe-enabled.timer")
     assert (state.enabled, state.active) == (False, False) and "timed out" in state.evidence, state
     assert "timed out" in systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR).where
+
+
+def _shim(bin_dir: Path, name: str, body: str) -> None:
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bin_dir / name).chmod(0o755)
+
+
+def test_a_systemctl_missing_from_path_on_a_systemd_box_fails_closed(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/run/systemd/system says systemd runs; a PATH without systemctl must not make it "not running" (then
+    a restore and a reboot would go as if there were no engine to ask about)."""
+    cfg = dataclasses.replace(config_mod.load(runtime.config_path), engine_unit="neo-probe", unit_dir=systemd.DEFAULT_UNIT_DIR)
+    run_dir = tmp_path / "run-systemd-system"
+    run_dir.mkdir()
+    monkeypatch.setattr(systemd, "RUN_DIR", run_dir)
+    bin_dir = tmp_path / "bin"
+    # Positive control: systemctl on PATH says the engine is inactive: restore and reboot may go.
+    _shim(bin_dir, "systemctl", 'echo inactive; [ "$1" = is-active ] && exit 3; exit 0')
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert systemd.running()
+    restore._refuse_if_in_use(cfg, scan_holders=False)
+    assert rebootguard._engine_state(cfg) is None
+    (bin_dir / "systemctl").unlink()
+    assert systemd.running()
+    with pytest.raises(DbInUseError, match=r"cannot be read.*No such file"):
+        restore._refuse_if_in_use(cfg, scan_holders=False)
+    assert "unknown state" in str(rebootguard._engine_state(cfg))
+    assert "No such file" in systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR).where
+    assert not systemd.systemctl_state("neo-probe-enabled.timer").enabled
+    run_dir.rmdir()  # and where systemd does not run, there is nothing to ask
+    assert not systemd.running() and systemd.is_active("neo-probe") is None
+
+
+def test_garbage_from_systemctl_and_busctl_is_an_unread_answer_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that are not UTF-8, JSON nested past Python's recursion limit, a state word systemd never prints."""
+    bin_dir = tmp_path / "bin"
+    monkeypatch.setattr(systemd, "running", lambda: True)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    record = '{"type":"a(sasbttttuii)","data":[["/bin/true",["/bin/true"],false,0,0,0,0,0,0,0]]}'
+    # Positive control: well-formed answers are read.
+    _shim(bin_dir, "systemctl", "printf 'LoadState=loaded\\nUser=neo\\nActiveState=failed\\n'")
+    _shim(bin_dir, "busctl", f"for p in a b c; do echo '{record}'; done")
+    assert systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR).commands["ExecStart"][0].path == "/bin/true"
+    assert metrics._unit_failed("neo-probe") == 1
+    _shim(bin_dir, "busctl", f"python3 -c \"print('[' * 100000)\"; echo '{record}'; echo '{record}'")
+    view = systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR)
+    assert (view.settings, view.commands) == ({}, {}) and "not one JSON value per property" in view.where, view.where
+    _shim(bin_dir, "systemctl", "printf 'LoadState=loaded\\nUser=n\\377o\\nActiveState=Aktiv\\n'; printf 'b\\376d\\n' >&2")
+    assert metrics._unit_failed("neo-probe") is None  # no series: not a 0 "not failed" for a word systemd never prints
+    _shim(bin_dir, "systemctl", "printf 'act\\377ive\\n'")
+    with pytest.raises(systemd.SystemdError, match=r"is-active neo-probe\.service: act"):
+        systemd.is_active("neo-probe")
+    state = systemd.systemctl_state("neo-probe-enabled.timer")
+    assert (state.enabled, state.active) == (False, False), state

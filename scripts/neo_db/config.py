@@ -197,9 +197,10 @@ def _session_prefix(value: Any) -> str | None:
 
 
 def _unit_name(value: Any) -> str | None:
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9:_.@-]{1,200}", value) and not value.endswith(".service"):
+    # Not starting with '-': systemctl would read it as an option (-H: another host over ssh).
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9:_.@][A-Za-z0-9:_.@-]{0,199}", value) and not value.endswith(".service"):
         return None
-    return "a systemd unit name without .service, e.g. neo-engine"
+    return "a systemd unit name without .service, not starting with '-', e.g. neo-engine"
 
 
 def _group_name(value: Any) -> str | None:
@@ -279,9 +280,9 @@ def _notes(value: Any) -> str | None:
 
 
 def _timer_name(value: Any) -> str | None:
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9:_.@-]{1,200}\.timer", value):
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9:_.@][A-Za-z0-9:_.@-]{0,199}\.timer", value):
         return None
-    return "a systemd timer unit name, e.g. neo-db-archive.timer"
+    return "a systemd timer unit name, not starting with '-', e.g. neo-db-archive.timer"
 
 
 _RETENTION_WHY = f" (FLAG-023 §7 keeps session backups at least {MIN_RETENTION_DAYS} days)"

@@ -262,6 +262,10 @@ def _hetzner_enabled(path: Path) -> int:
     return 1 if b.get("enabled") == "true" and bool(b.get("backup_window")) else 0
 
 
+# systemd's ActiveState= words (systemd.unit(5); "refreshing" since 257).
+_ACTIVE_STATES = frozenset({"active", "reloading", "inactive", "failed", "activating", "deactivating", "maintenance", "refreshing"})
+
+
 def _unit_failed(unit: str) -> int | None:
     if not systemd.running():
         return None
@@ -269,8 +273,8 @@ def _unit_failed(unit: str) -> int | None:
         props = systemd.show(systemd.full_name(unit), "ActiveState", "LoadState")
     except systemd.SystemdError:
         return None  # no series: neo_db_metrics_last_write says the rest is fresh, not this
-    if props.get("LoadState") != "loaded":
-        return None
+    if props.get("LoadState") != "loaded" or props.get("ActiveState") not in _ACTIVE_STATES:
+        return None  # a state word systemd never prints is not a 0 "not failed"
     return 1 if props.get("ActiveState") == "failed" else 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,19 @@ class SystemdError(Exception):
 TIMEOUT = 10.0  # seconds for one systemctl/busctl call
 
 
+RUN_DIR = Path("/run/systemd/system")  # present while systemd is PID 1 (sd_booted())
+
+
 def running() -> bool:
-    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+    """Whether systemd runs here. Not whether systemctl is on PATH: where it runs and systemctl cannot be
+    found, every question fails (SystemdError) rather than reading as "no systemd, nothing to ask"."""
+    return RUN_DIR.is_dir()
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=TIMEOUT)
+        # systemd prints UTF-8 whatever the locale; a byte that is not is replaced, never a traceback.
+        return subprocess.run(argv, check=False, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SystemdError(f"{' '.join(argv[:2])} failed: {exc}") from None
 
@@ -76,7 +81,7 @@ def bus_properties(unit: str, interface: str, props: list[str]) -> dict[str, Any
     try:
         docs = [json.loads(line) for line in lines]
         data = {p: d["data"] for p, d in zip(props, docs, strict=True)}
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         data = {}
     if len(lines) != len(props) or len(data) != len(props):
         raise SystemdError(f"busctl get-property {unit}: not one JSON value per property {props}: {proc.stdout[:200]!r}")

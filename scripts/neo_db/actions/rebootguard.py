@@ -47,7 +47,9 @@ DEFAULT_FLAG = Path("/var/run/reboot-required")
 DEFAULT_COMMAND = "systemctl reboot"
 DECISIONS = ("none", "outside_window", "session_open", "engine_active", "busy", "rebooting", "reboot_failed")
 _WINDOW_RE = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
-_BUSY_STATES = ("active", "activating", "deactivating", "reloading")
+# ActiveState= words (systemd.unit(5)): only these two let a reboot go; one not listed is an unread state.
+_IDLE_STATES = ("inactive", "failed")
+_BUSY_STATES = ("active", "activating", "deactivating", "reloading", "refreshing", "maintenance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +130,9 @@ def _engine_state(cfg: Config) -> str | None:
     except systemd.SystemdError as exc:
         # Fail closed: an engine whose state cannot be read may be mid-session.
         return f"of unknown state ({exc})"
-    return state if state in _BUSY_STATES else None
+    if state in _IDLE_STATES:
+        return None
+    return state if state in _BUSY_STATES else f"of unknown state (ActiveState={state!r})"
 
 
 def _pending_since(flag: Path) -> int | None:
