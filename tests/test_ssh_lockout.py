@@ -9,7 +9,9 @@ first converges with the default (root by key only) as the positive control: the
 kept and the revert timer is disarmed.
 
 The box is reached on its podman bridge address at port 22, so the reconnect check dials
-the port that sshd really listens on (a published port would be another number).
+the port that sshd really listens on. A second test reaches the same box through a published
+port (127.0.0.1:NNNNN -> 22, as the bench does, or as a NAT or jump host would): the check
+must dial the inventory's port, not sshd's, when the port does not move.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def sshbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     key = work / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     podman("rm", "-f", NAME, check=False)
-    podman("run", "-d", "--name", NAME, "--hostname", NAME, "--systemd=always", IMAGE, "/sbin/init")
+    podman("run", "-d", "--name", NAME, "--hostname", NAME, "-p", "127.0.0.1::22", "--systemd=always", IMAGE, "/sbin/init")
     deadline = time.monotonic() + 90
     while box("systemctl is-system-running || true").strip() not in ("running", "degraded"):
         assert time.monotonic() < deadline, f"systemd in {NAME} did not come up"
@@ -101,6 +103,12 @@ def sshbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
         f"      ansible_port: 22\n      ansible_user: root\n      ansible_ssh_private_key_file: {key}\n"
         "      ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
         "      ansible_python_interpreter: /usr/bin/python3\n"
+    )
+    forwarded = podman("port", NAME, "22/tcp").stdout.strip().rsplit(":", 1)[-1]
+    (work / "inventory-forwarded.yml").write_text(
+        inventory.read_text()
+        .replace(f"ansible_host: {address}", "ansible_host: 127.0.0.1")
+        .replace("ansible_port: 22", f"ansible_port: {forwarded}")
     )
     yield inventory, address, key
     if os.environ.get("NEO_FAULT_KEEP") != "1":
@@ -138,3 +146,22 @@ def test_a_drop_in_that_locks_the_operator_out_is_reverted_by_the_box(sshbox: tu
     # And the box is still managed: the next run with the good settings is clean.
     rc, out = converge(inventory)
     assert rc == 0, out[-4000:]
+
+
+def test_a_forwarded_port_is_dialled_as_the_inventory_says(sshbox: tuple[Path, str, Path]) -> None:
+    """sshd stays on 22, the controller reaches it on a published port: the fresh connection that
+    disarms the revert must use the inventory's port (it used neo_host_ssh_port, 22 on 127.0.0.1:
+    "Connection refused", and the box reverted a good drop-in; seen in the bench)."""
+    inventory, address, key = sshbox
+    forwarded = inventory.with_name("inventory-forwarded.yml")
+    box(f"rm -f {DROPIN} && systemctl reload ssh")  # the drop-in changes, so the reconnect check runs
+    try:
+        rc, out = converge(forwarded)
+        assert rc == 0, out[-4000:]
+        assert "Disarm the box's revert" in out, out[-4000:]
+        assert "PermitRootLogin prohibit-password" in box(f"cat {DROPIN}")
+        # Positive control for the dial itself: the published port is not sshd's port.
+        assert "ansible_port: 22\n" not in forwarded.read_text()
+        assert ssh_login(address, key).stdout.strip() == "in"
+    finally:
+        box(f"rm -f {DROPIN} && systemctl reload ssh", check=False)  # as the fixture left it: no drop-in
