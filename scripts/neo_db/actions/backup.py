@@ -1,90 +1,32 @@
-"""Take a verified backup of the live DB, crash-safely.
+"""Phase backups of the live DB (pre, post, manual, abnormal, imported), crash-safely.
 
-1. create an empty temp file (``.tmp-<final name>.<pid>``) in the phase's directory;
-2. copy the live DB into it with the online backup API in ONE step, from a read-only
-   connection (the engine stays the sole writer);
-3. switch the copy to ``journal_mode=DELETE``;
-4. in parallel on the two cores: ``integrity_check`` and row counts of the copy, and
-   fsync + sha256 of the copy;
-5. write the manifest to a temp file, rename the copy to its final name, rename the
-   manifest, fsync the directory.
-
+Each is a copy through the verified-copy pipeline (core/pipeline.py: copy, verify, hash,
+manifest, publish) named ``<stem>_<phase>[_<session>]_<time>.db`` with its ``.json`` manifest.
 An error or a kill at any point leaves only ``.tmp-`` files, which the next run removes.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import datetime as dt
 import errno
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, catalog, fsutil, sqlitedb
 from ..config import Config
-from ..errors import FAILURE, NeoDbError, PathError
+from ..core import pipeline
+from ..core.pipeline import BackupFailed, BackupNotIntact, BackupResult, free_timestamp
+from ..errors import NeoDbError
 
 log = logging.getLogger(__name__)
 
 # An older neo-db's restore quarantine, interrupted: .tmp-<stem>_abnormal_quarantine_<time>.raw.<pid>
 QUARANTINE_MARK = "_abnormal_quarantine_"
-
-
-class BackupFailed(NeoDbError):
-    """The backup could not be written (disk full, unwritable dir, unreadable source)."""
-
-    def __init__(self, message: str, *, source_corrupt: bool = False, hint: str | None = None, exit_code: int = FAILURE) -> None:
-        super().__init__(message, hint=hint)
-        self.source_corrupt = source_corrupt
-        self.exit_code = exit_code
-
-    @classmethod
-    def writing(cls, cfg: Config, directory: Path, exc: OSError) -> BackupFailed:
-        """A backup could not be written into directory (under backup_dir)."""
-        err = PathError.from_os_error(exc, key="backup_dir", key_path=cfg.backup_dir, source=cfg.source)
-        return cls(f"writing the backup in {directory} failed: {err.message}", hint=err.hint, exit_code=err.exit_code)
-
-    @classmethod
-    def copying(cls, cfg: Config, directory: Path, exc: sqlitedb.CopyError) -> BackupFailed:
-        """The backup-API copy of the live DB into directory failed."""
-        text = str(exc)
-        if exc.source_corrupt:
-            hint = "run 'neo-db check': the live DB is likely corrupt"
-        elif "full" in text:  # SQLITE_FULL: the copy's filesystem
-            hint = f"the filesystem holding {directory} is full: free space there (df -h {directory}; 'neo-db prune'), then retry"
-        elif not cfg.db_path.is_file():
-            hint = f"there is no live DB at {cfg.db_path} (db_path in {cfg.source}): restore one ('neo-db list', 'neo-db restore NAME')"
-        else:
-            hint = f"check that {cfg.db_path} is readable and {directory} writable by the user running neo-db (the service user)"
-        return cls(f"copy of {cfg.db_path} into {directory} failed: {text}", source_corrupt=exc.source_corrupt, hint=hint)
-
-
-class BackupNotIntact(NeoDbError):
-    """The copy was made but failed integrity_check, and the caller asked for an intact one."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("the copy failed integrity_check: " + "; ".join(errors[:3]))
-        self.errors = errors
-
-
-@dataclasses.dataclass
-class BackupResult:
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def intact(self) -> bool:
-        return bool(self.manifest.get("integrity_check") == ["ok"])
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
 
 def clean_stale_temps(cfg: Config) -> list[Path]:
@@ -157,19 +99,6 @@ def _put_back(cfg: Config, tmp_dir: Path) -> None:
         log.warning("put %s back as %s: an interrupted run had moved it into %s", src.name, dst, tmp_dir)
 
 
-def free_timestamp(taken: Callable[[dt.datetime], bool], now: dt.datetime | None, what: str) -> dt.datetime:
-    """A UTC second for which `taken` is false. Names have one-second resolution, so wait out a clash."""
-    for _ in range(5):
-        ts = now or catalog.utcnow()
-        if not taken(ts):
-            return ts
-        if now is not None:
-            now = now + dt.timedelta(seconds=1)
-        else:
-            time.sleep(1.0 - (time.time() % 1.0) + 0.01)
-    raise BackupFailed(f"no free name for {what}")
-
-
 def free_name(directory: Path, stem: str, phase: str, session: str | None, now: dt.datetime | None) -> tuple[str, dt.datetime]:
     """A base name not yet taken in `directory`."""
 
@@ -179,21 +108,6 @@ def free_name(directory: Path, stem: str, phase: str, session: str | None, now: 
 
     ts = free_timestamp(taken, now, f"a {phase} {session or ''} backup in {directory}")
     return catalog.base_name(stem, phase, session, ts), ts
-
-
-def _verify(copy: Path, max_errors: int) -> tuple[list[str], dict[str, int]]:
-    conn = sqlitedb.open_readonly(copy)
-    try:
-        result = sqlitedb.integrity_check(conn, max_errors)
-        counts = sqlitedb.row_counts(conn) if result == ["ok"] else {}
-        return result, counts
-    finally:
-        conn.close()
-
-
-def _digest(copy: Path) -> str:
-    fsutil.fsync_file(copy)
-    return fsutil.sha256_file(copy)
 
 
 def take_backup(
@@ -209,7 +123,8 @@ def take_backup(
     source_check: concurrent.futures.Future[list[str]] | None = None,
     source: Path | None = None,
 ) -> BackupResult:
-    """Copy the live DB into the phase's directory. Raises BackupFailed, or BackupNotIntact if required.
+    """Copy the live DB into the phase's directory through the pipeline. Raises BackupFailed, or
+    BackupNotIntact if required.
 
     With `source_check` (an integrity_check of the live DB already running on the other
     core; only when nothing writes the DB and its -wal is empty), the copy is proven
@@ -218,53 +133,19 @@ def take_backup(
 
     `source` (neo-db import) copies that DB instead of the live one; the manifest still names db_path.
     """
-    src = cfg.db_path if source is None else source
     directory = catalog.phase_dir(cfg, phase)
-    try:
-        fsutil.ensure_real_dir(directory)
-    except OSError as exc:
-        raise BackupFailed.writing(cfg, directory, exc) from None
+    pipeline.ensure_dir(cfg, directory)
     if base is None:
         base, started_at = free_name(directory, cfg.db_stem, phase, session, now)
     else:
         started_at = now or catalog.utcnow()
-    final = directory / f"{base}.db"
-    manifest_final = directory / f"{base}.json"
-    tmp = fsutil.tmp_path_for(final)
-    manifest_tmp = fsutil.tmp_path_for(manifest_final)
+    final, manifest_final = directory / f"{base}.db", directory / f"{base}.json"
+    tmp, manifest_tmp = fsutil.tmp_path_for(final), fsutil.tmp_path_for(manifest_final)
     t0 = time.monotonic()
-    try:
-        fsutil.create_exclusive(tmp)
-        try:
-            stats = sqlitedb.backup_copy(src, tmp)
-        except sqlitedb.CopyError as exc:
-            raise BackupFailed.copying(cfg, directory, exc) from None
-        t_copy = time.monotonic()
-        verified_by = "integrity_check of the copy"
-        if source_check is not None:
-            try:
-                counts = sqlitedb.file_row_counts(tmp)
-            except Exception as exc:  # the copy is not a readable DB: the check below says why
-                counts = {f"unreadable: {exc}": 0}
-            sha = _digest(tmp)
-            identical = sqlitedb.same_pages(tmp, src)
-            integrity = source_check.result()
-            if integrity == ["ok"] and identical:
-                verified_by = "integrity_check of the live DB, and a page-by-page comparison of the copy with it"
-            elif integrity == ["ok"]:
-                integrity, counts = _verify(tmp, cfg.integrity_max_errors)
-        else:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-                verify = pool.submit(_verify, tmp, cfg.integrity_max_errors)
-                digest = pool.submit(_digest, tmp)
-                try:
-                    integrity, counts = verify.result()
-                except Exception as exc:  # sqlite3.Error and friends: the copy is not a readable DB
-                    integrity, counts = [f"cannot check the copy: {exc}"], {}
-                sha = digest.result()
-        t_verify = time.monotonic()
-        if require_intact and integrity != ["ok"]:
-            raise BackupNotIntact(integrity)
+    with pipeline.staged([tmp, manifest_tmp], lambda exc: BackupFailed.writing(cfg, directory, exc)):
+        checked = pipeline.copy_and_verify(cfg, cfg.db_path if source is None else source, tmp, directory, source_check=source_check)
+        if require_intact and not checked.intact:
+            raise BackupNotIntact(checked.integrity)
         manifest: dict[str, Any] = {
             "file": final.name,
             "db_path": str(cfg.db_path),
@@ -273,51 +154,29 @@ def take_backup(
             "trigger": trigger,
             "started": catalog.iso(started_at),
             "finished": catalog.iso(catalog.utcnow()),
-            "size": tmp.stat().st_size,
-            "sha256": sha,
-            "pages": stats.pages,
-            "integrity_check": integrity,
-            "verified_by": verified_by,
-            "row_counts": counts,
+            "size": checked.size,
+            "sha256": checked.sha256,
+            "pages": checked.stats.pages,
+            "integrity_check": checked.integrity,
+            "verified_by": checked.verified_by,
+            "row_counts": checked.counts,
             "sqlite_version": sqlitedb.sqlite_version(),
             "neo_db_version": __version__,
-            "timings": {
-                "copy_seconds": round(t_copy - t0, 3),
-                "verify_seconds": round(t_verify - t_copy, 3),
-            },
+            "timings": checked.timings(),
+            **(extra or {}),
         }
-        if extra:
-            manifest.update(extra)
-        data = (fsutil.to_json(manifest) + "\n").encode()
-        fd = os.open(manifest_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-        try:
-            with fsutil.naming(manifest_final):
-                os.write(fd, data)
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        pipeline.write_manifest(manifest_tmp, manifest_final, manifest)
         for path in (tmp, manifest_tmp):  # run as root (import, an operator): the service user's, as its neighbours
             fsutil.chown_like_parent(path)
-        os.replace(tmp, final)
-        os.replace(manifest_tmp, manifest_final)
-        fsutil.fsync_dir(directory)
-    except OSError as exc:
-        fsutil.remove_quietly(tmp)
-        fsutil.remove_quietly(manifest_tmp)
-        raise BackupFailed.writing(cfg, directory, exc) from None
-    except BaseException:
-        fsutil.remove_quietly(tmp)
-        fsutil.remove_quietly(manifest_tmp)
-        raise
+        pipeline.publish([(tmp, final), (manifest_tmp, manifest_final)], directory)
     result = BackupResult(final, manifest)
-    level = logging.INFO if result.intact else logging.ERROR
     log.log(
-        level,
+        logging.INFO if result.intact else logging.ERROR,
         "%s backup %s: %s bytes, integrity %s, %.1fs",
         phase,
         final,
         manifest["size"],
-        "ok" if result.intact else "FAILED: " + "; ".join(integrity[:3]),
+        "ok" if result.intact else "FAILED: " + "; ".join(checked.integrity[:3]),
         time.monotonic() - t0,
     )
     return result

@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import catalog, fsutil, sqlitedb
 from ..config import Config
+from ..core.pipeline import BackupFailed, BackupNotIntact
 from ..errors import IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
 from . import session
@@ -647,7 +648,7 @@ def install(
             pending = True
             try:
                 result = backup.take_backup(cfg, "imported", None, "import", require_intact=True, source=built, extra=provenance)
-            except backup.BackupFailed as exc:
+            except BackupFailed as exc:
                 exc.message += "; nothing was changed"
                 raise
             entry = catalog.find(cfg, result.path.name)
@@ -894,7 +895,7 @@ def legacy(cfg: Config, directory: str, *, dry_run: bool) -> tuple[dict[str, Any
                     result = backup.take_backup(
                         cfg, "legacy", None, "legacy-import", require_intact=True, base=base, now=ts, source=found.copy, extra=extra
                     )
-            except backup.BackupNotIntact as exc:
+            except BackupNotIntact as exc:
                 skip(name, f"corrupt: the copy fails integrity_check: {exc.message}", bad=True)
                 continue
             except OSError as exc:

@@ -41,9 +41,9 @@ from typing import Any
 
 from .. import catalog, fsutil, holders, logs, sqlitedb, systemd
 from ..config import Config
+from ..core.pipeline import free_timestamp
 from ..errors import DbInUseError, IntegrityError, LockedError, NeoDbError, UsageError
 from ..locking import state_lock
-from .backup import free_timestamp
 from .listing import human_size
 
 log = logging.getLogger(__name__)

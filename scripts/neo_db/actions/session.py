@@ -26,6 +26,7 @@ from typing import Any
 from .. import catalog, fsutil, sqlitedb, systemd
 from .. import config as config_mod
 from ..config import Config
+from ..core.pipeline import BackupFailed, BackupNotIntact
 from ..errors import GateError, HotJournalError, IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
 from . import backup, check, health, prune
@@ -438,9 +439,9 @@ def _integrity_and_pre_backup(
             result = backup.take_backup(
                 cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup, source_check=source_check
             )
-        except backup.BackupNotIntact as exc:
+        except BackupNotIntact as exc:
             raise check.refusal(cfg, report, exc.errors) from None
-        except backup.BackupFailed as exc:
+        except BackupFailed as exc:
             if exc.source_corrupt:
                 report.integrity_check = [exc.message]
                 raise IntegrityError([exc.message]) from None
