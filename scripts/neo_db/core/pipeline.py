@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, fsutil, sqlitedb
+from .. import __version__, catalog, fsutil, sqlitedb
 from ..config import Config
 from ..errors import FAILURE, NeoDbError, PathError
 
@@ -107,6 +107,19 @@ class Checked:
     @property
     def size(self) -> int:
         return self.path.stat().st_size
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """What every backup manifest says of its copy (list, prune, drill and restore read these)."""
+        return {
+            "size": self.size,
+            "sha256": self.sha256,
+            "pages": self.stats.pages,
+            "integrity_check": self.integrity,
+            "verified_by": self.verified_by,
+            "row_counts": self.counts,
+            "sqlite_version": sqlitedb.sqlite_version(),
+            "neo_db_version": __version__,
+        }
 
     def timings(self) -> dict[str, float]:
         return {"copy_seconds": round(self.copy_seconds, 3), "verify_seconds": round(self.verify_seconds, 3)}

@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, catalog, fsutil, sqlitedb
+from .. import catalog, fsutil
 from ..config import Config
-from ..core import pipeline
-from ..core.pipeline import BackupFailed, BackupResult, free_timestamp
+from . import pipeline
+from .pipeline import BackupFailed, BackupResult, free_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,8 @@ def _metadata(cfg: Config, trigger: str, started_at: dt.datetime, db_rel: str, c
         "trigger": trigger,
         "file": db_rel,
         "db_path": str(cfg.db_path),
-        "size": checked.size,
-        "sha256": checked.sha256,
-        "pages": checked.stats.pages,
-        "integrity_check": checked.integrity,
-        "verified_by": checked.verified_by,
-        "row_counts": checked.counts,
+        **checked.manifest_fields(),
         "notes": list(cfg.snapshot_notes),
-        "sqlite_version": sqlitedb.sqlite_version(),
-        "neo_db_version": __version__,
     }
 
 
