@@ -554,7 +554,7 @@ def test_sqlites_own_access_errors_are_never_called_corruption(shared_runtime: R
     # a user who may not write the DB's directory is an access refusal (8), and what it returns
     # for a damaged DB stays an integrity failure (3).
     from neo_db import config, sqlitedb
-    from neo_db.actions import check
+    from neo_db.core import gates
     from neo_db.errors import IntegrityError, PermissionProblemError
 
     rt = shared_runtime
@@ -567,14 +567,14 @@ def test_sqlites_own_access_errors_are_never_called_corruption(shared_runtime: R
     result = json.loads(out.stdout)
     assert result[0].startswith("SQLITE_READONLY_DIRECTORY"), result
     cfg = config.load(rt.config_path)
-    assert isinstance(check.refusal(cfg, check.GateReport(), result), PermissionProblemError)
+    assert isinstance(gates.refusal(cfg, gates.GateReport(), result), PermissionProblemError)
 
     data = bytearray(rt.db.read_bytes())
     data[int.from_bytes(data[16:18], "big")] = 0x07
     rt.db.write_bytes(bytes(data))
     result = sqlitedb.check_file(rt.db)
     assert result != ["ok"] and sqlitedb.access_error(result) is None
-    assert isinstance(check.refusal(cfg, check.GateReport(), result), IntegrityError)
+    assert isinstance(gates.refusal(cfg, gates.GateReport(), result), IntegrityError)
 
 
 def test_sqlite_error_names_do_not_depend_on_python_3_11() -> None:

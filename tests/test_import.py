@@ -831,7 +831,7 @@ def test_what_a_root_import_writes_belongs_to_the_service_user_who_runs_the_sess
 
 
 def test_an_import_that_fails_after_its_commit_keeps_the_imported_backup_of_the_db_it_installed(box: Runtime, tmp_path: Path) -> None:
-    """restore.install can fail AFTER its commit (the new DB in place, the quarantine not finished):
+    """core.install.install can fail AFTER its commit (the new DB in place, the quarantine not finished):
     here backup_dir is another filesystem that runs out of inodes while the old DB is copied into the
     quarantine. The DB import installed is then the live DB: its imported backup (the first restore
     point) and origin.json must stay, not be removed as if the live DB were still the old one."""

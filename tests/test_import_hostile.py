@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NEO_DB, SYSTEM_PYTHON, Result, Runtime, as_service_user, count_rows
-from neo_db.actions import restore
+from neo_db.core import install
 from test_import import make_source, no_crash, sha, staged
 
 
@@ -74,7 +74,7 @@ def test_next_session_large_padded_and_lower_case_values(box: Runtime, tmp_path:
 
 
 # the steps an import over a live DB with a hot -wal reaches (no -shm, -journal, or cross-filesystem quarantine here)
-KILL_STEPS = [s for s in restore.STEPS if s not in ("moved-shm", "moved-journal", "quarantine-copied")]
+KILL_STEPS = [s for s in install.STEPS if s not in ("moved-shm", "moved-journal", "quarantine-copied")]
 
 
 @pytest.mark.parametrize("step", KILL_STEPS)
@@ -92,7 +92,7 @@ def test_an_import_killed_at_any_step_leaves_the_old_or_the_new_db_and_a_rerun_c
     old_sha = sha(box.db)
     src = staged(tmp_path, rows=new_rows, wal_rows=wal_rows)
     args = ("import", str(src), "--replace", "--next-session", "S051")
-    r = box.cli(*args, env=box.env(**{restore.ENV_FAULT_STEP: step}))
+    r = box.cli(*args, env=box.env(**{install.ENV_FAULT_STEP: step}))
     assert r.rc == -9, f"the import was not killed after {step!r} (rc {r.rc}): is the step reached?\n{r.err}"
     # the service user's first command after the kill: the old DB or the new one, never missing or half
     check = as_service_user(box, "check")
@@ -131,7 +131,7 @@ def test_the_service_users_first_session_after_a_killed_import_is_the_imported_n
     make_source(box.db, 30)
     os.chown(box.db, 65534, 65534)
     src = staged(tmp_path, rows=90, wal_rows=7)
-    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{restore.ENV_FAULT_STEP: step}))
+    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{install.ENV_FAULT_STEP: step}))
     assert r.rc == -9, r.err
     start = as_service_user(box, "session-start")
     no_crash(start, step)
@@ -155,7 +155,7 @@ def test_a_killed_import_whose_backup_is_out_of_sight_is_kept_for_later_not_call
     make_source(box.db, 30)
     os.chown(box.db, 65534, 65534)
     src = staged(tmp_path, rows=90, wal_rows=7)
-    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{restore.ENV_FAULT_STEP: "recorded"}))
+    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{install.ENV_FAULT_STEP: "recorded"}))
     assert r.rc == -9, r.err
     imported = box.backups / "imported"
     hidden = box.backups / "imported.away"
@@ -182,7 +182,7 @@ def test_a_killed_import_whose_backup_comes_back_after_sessions_changed_the_db_i
     make_source(box.db, 30)
     os.chown(box.db, 65534, 65534)
     src = staged(tmp_path, rows=90, wal_rows=7)
-    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{restore.ENV_FAULT_STEP: "recorded"}))
+    r = box.cli("import", str(src), "--replace", "--next-session", "S051", env=box.env(**{install.ENV_FAULT_STEP: "recorded"}))
     assert r.rc == -9, r.err
     imported, hidden = box.backups / "imported", box.backups / "imported.away"
     imported.rename(hidden)

@@ -377,10 +377,10 @@ def test_confirm_retention_checks_the_prune_timer_prune_after_session_and_the_la
 
     # The last prune failed: a backup beyond retention on a read-only bind mount cannot be removed.
     from neo_db import config as config_mod
-    from neo_db.actions import backup
+    from neo_db.core import backups
 
     provisioned.write_config(backup_retention_count=1)
-    old = backup.take_backup(
+    old = backups.take_backup(
         config_mod.load(provisioned.config_path), "pre", "S777", "test", now=catalog.utcnow() - dt.timedelta(days=40)
     ).path
     pre_dir = provisioned.backups / "pre_session"

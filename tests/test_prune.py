@@ -11,7 +11,7 @@ import pytest
 from conftest import Runtime, make_db
 from neo_db import catalog
 from neo_db import config as config_mod
-from neo_db.actions import backup
+from neo_db.core import backups
 
 NOW = catalog.utcnow()
 
@@ -22,7 +22,7 @@ def days_ago(n: float) -> dt.datetime:
 
 def seed(runtime: Runtime, phase: str, session: str, age_days: float) -> Path:
     cfg = config_mod.load(runtime.config_path)
-    return backup.take_backup(cfg, phase, session, "test", now=days_ago(age_days)).path
+    return backups.take_backup(cfg, phase, session, "test", now=days_ago(age_days)).path
 
 
 def names(runtime: Runtime, phase_dir: str) -> set[str]:
@@ -145,7 +145,7 @@ def test_list_shows_phase_session_age_size_and_status(runtime: Runtime) -> None:
 
 def seed_at(runtime: Runtime, phase: str, session: str, when: dt.datetime) -> Path:
     cfg = config_mod.load(runtime.config_path)
-    return backup.take_backup(cfg, phase, session, "test", now=when.replace(microsecond=0)).path
+    return backups.take_backup(cfg, phase, session, "test", now=when.replace(microsecond=0)).path
 
 
 @pytest.mark.parametrize(("count", "real_removed"), [(10, 0), (3, 2)])

@@ -1,4 +1,4 @@
-"""kill -9 right after each step of a restore (restore.STEPS), then another neo-db command.
+"""kill -9 right after each step of a restore (core/install.py STEPS), then another neo-db command.
 
 The restore SIGKILLs itself after the step named by NEO_DB_FAULT_STEP (a real SIGKILL of the
 real CLI process). Every step is killed in each setup that reaches it: the DB in WAL mode
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import PHASE_SUBDIRS, Runtime, as_service_user, make_db
-from neo_db.actions import restore
+from neo_db.core import install
 from test_restore import (
     SIDES,
     assert_complete_quarantine,
@@ -39,12 +39,12 @@ SEED = int(os.environ.get("NEO_RESTORE_SEED", random.SystemRandom().randrange(1 
 
 
 def kill_points() -> list[tuple[str, str, str]]:
-    return [(step, live, fs) for live, fs in SETUPS for step in restore.STEPS if NEEDS.get(step) in (None, live, fs)]
+    return [(step, live, fs) for live, fs in SETUPS for step in install.STEPS if NEEDS.get(step) in (None, live, fs)]
 
 
 def test_every_step_of_a_restore_is_killed_in_some_setup() -> None:
-    assert {step for step, _, _ in kill_points()} == set(restore.STEPS)
-    assert list(restore.STEPS).index("committed") > list(restore.STEPS).index("moved-journal")
+    assert {step for step, _, _ in kill_points()} == set(install.STEPS)
+    assert list(install.STEPS).index("committed") > list(install.STEPS).index("moved-journal")
 
 
 @pytest.fixture
@@ -84,10 +84,10 @@ def test_kill_9_after_a_restore_step_leaves_the_old_or_the_new_db_whole(
     old, old_state = live_shas(runtime), live_state(runtime)
     assert len(old) == 3 if live == "wal" else 2
 
-    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(**{restore.ENV_FAULT_STEP: step}))
+    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(**{install.ENV_FAULT_STEP: step}))
     assert r.rc == -signal.SIGKILL, f"{where}: the restore was not killed (rc {r.rc}): is the step reached?\n{r.err}"
 
-    expected = "new" if restore.STEPS.index(step) >= restore.STEPS.index("committed") else "old"
+    expected = "new" if install.STEPS.index(step) >= install.STEPS.index("committed") else "old"
     # Any neo-db command; with the old hot -journal back in place, one that does not open the DB.
     commands = ["session-start", "backup", "prune", "list", "check", "restore"]
     if live == "journal" and expected == "old":
@@ -123,7 +123,7 @@ def test_kill_9_after_a_restore_step_leaves_the_old_or_the_new_db_whole(
     assert runtime.stop().rc == 0
 
 
-AFTER_COMMIT = restore.STEPS[restore.STEPS.index("committed") + 1 :]
+AFTER_COMMIT = install.STEPS[install.STEPS.index("committed") + 1 :]
 
 
 @pytest.mark.parametrize(
@@ -134,10 +134,10 @@ def test_a_recovery_killed_in_turn_is_completed_by_the_next_command(runtime: Run
     backup = manual_backup(runtime)
     leave_wal(runtime.db)
     old = live_shas(runtime)
-    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(**{restore.ENV_FAULT_STEP: "committed"}))
+    r = runtime.cli("restore", backup.stem, "--yes", env=runtime.env(**{install.ENV_FAULT_STEP: "committed"}))
     assert r.rc == -signal.SIGKILL, r.err
     # The command that completes the restore is killed in turn, right after `step` of the completion.
-    r = runtime.cli("list", env=runtime.env(**{restore.ENV_FAULT_STEP: step}))
+    r = runtime.cli("list", env=runtime.env(**{install.ENV_FAULT_STEP: step}))
     assert r.rc == -signal.SIGKILL, f"the recovery was not killed after {step!r} (rc {r.rc}):\n{r.err}"
     r = runtime.cli("check")
     assert r.rc == 0, r.err
@@ -173,7 +173,7 @@ def test_a_root_restore_cut_after_its_quarantine_is_completed_by_the_service_use
             os.chown(p, 65534, 65534)
             p.chmod(0o600)
         old = live_shas(role_box)
-        r = role_box.cli("restore", backup.stem, "--yes", env=role_box.env(**{restore.ENV_FAULT_STEP: "quarantined"}))
+        r = role_box.cli("restore", backup.stem, "--yes", env=role_box.env(**{install.ENV_FAULT_STEP: "quarantined"}))
         assert r.rc == -signal.SIGKILL, r.err
         staging = role_box.db.parent / f".{role_box.db.name}.restore"
         assert staging.is_dir(), "the kill left the restore to complete"
@@ -188,7 +188,7 @@ def test_a_root_restore_cut_after_its_quarantine_is_completed_by_the_service_use
         assert {p.name: p.stat().st_uid for p in q.iterdir()} == {p.name: 65534 for p in q.iterdir()}
         assert len(list((role_box.exports / "restores").glob("restore_*.json"))) == 1
         # positive control: the same cut, completed by root, is finished too (root reads anything)
-        r = role_box.cli("restore", backup.stem, "--yes", env=role_box.env(**{restore.ENV_FAULT_STEP: "quarantined"}))
+        r = role_box.cli("restore", backup.stem, "--yes", env=role_box.env(**{install.ENV_FAULT_STEP: "quarantined"}))
         assert r.rc == -signal.SIGKILL, r.err
         assert staging.is_dir()
         assert role_box.cli("check").rc == 0
@@ -206,7 +206,7 @@ def test_a_quarantine_the_service_user_cannot_read_is_named_as_such_not_as_someo
     backup = manual_backup(role_box)
     for p in role_box.db.parent.iterdir():
         os.chown(p, 65534, 65534)
-    r = role_box.cli("restore", backup.stem, "--yes", env=role_box.env(**{restore.ENV_FAULT_STEP: "quarantined"}))
+    r = role_box.cli("restore", backup.stem, "--yes", env=role_box.env(**{install.ENV_FAULT_STEP: "quarantined"}))
     assert r.rc == -signal.SIGKILL, r.err
     [q] = quarantines(role_box)
     os.chown(q / "stop.json", 0, 0)  # as the older neo-db left it

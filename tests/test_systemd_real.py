@@ -21,7 +21,8 @@ import pytest
 from conftest import Runtime
 from neo_db import config as config_mod
 from neo_db import metrics, systemd
-from neo_db.actions import confirm, rebootguard, restore
+from neo_db.actions import confirm, rebootguard
+from neo_db.core import install
 from neo_db.errors import DbInUseError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "systemd"
@@ -115,7 +116,7 @@ def test_a_systemctl_that_cannot_reach_systemd_fails_closed(
     # Positive controls: systemd answers; the engine is inactive, so a restore and a reboot may go.
     assert systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR).commands["ExecStart"]
     assert systemd.systemctl_state("neo-probe-enabled.timer").enabled
-    restore._refuse_if_in_use(cfg, scan_holders=False)
+    install.refuse_if_in_use(cfg, scan_holders=False)
     assert rebootguard._engine_state(cfg) is None
     assert metrics._unit_failed("neo-probe") == 0
     _no_bus(monkeypatch)
@@ -125,7 +126,7 @@ def test_a_systemctl_that_cannot_reach_systemd_fails_closed(
     state = systemd.systemctl_state("neo-probe-enabled.timer")
     assert (state.enabled, state.active) == (False, False) and "Failed to connect to" in state.evidence, state
     with pytest.raises(DbInUseError, match=r"cannot be read.*Failed to connect to"):
-        restore._refuse_if_in_use(cfg, scan_holders=False)
+        install.refuse_if_in_use(cfg, scan_holders=False)
     assert "unknown state" in str(rebootguard._engine_state(cfg))
     assert metrics._unit_failed("neo-probe") is None  # no series rather than a 0 "not failed"
 
@@ -133,11 +134,11 @@ def test_a_systemctl_that_cannot_reach_systemd_fails_closed(
 def test_a_systemctl_that_hangs_fails_closed(replay: dict[str, object], runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dataclasses.replace(config_mod.load(runtime.config_path), engine_unit="neo-probe", unit_dir=systemd.DEFAULT_UNIT_DIR)
     monkeypatch.setattr(systemd, "TIMEOUT", 1.0)
-    restore._refuse_if_in_use(cfg, scan_holders=False)  # positive control: answered in time
+    install.refuse_if_in_use(cfg, scan_holders=False)  # positive control: answered in time
     assert systemd.systemctl_state("neo-probe-enabled.timer").enabled
     monkeypatch.setenv("SYSTEMD_REPLAY_HANG", "1")
     with pytest.raises(DbInUseError, match="timed out"):
-        restore._refuse_if_in_use(cfg, scan_holders=False)
+        install.refuse_if_in_use(cfg, scan_holders=False)
     state = systemd.systemctl_state("neo-probe-enabled.timer")
     assert (state.enabled, state.active) == (False, False) and "timed out" in state.evidence, state
     assert "timed out" in systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR).where
@@ -163,12 +164,12 @@ def test_a_systemctl_missing_from_path_on_a_systemd_box_fails_closed(
     _shim(bin_dir, "systemctl", 'echo inactive; [ "$1" = is-active ] && exit 3; exit 0')
     monkeypatch.setenv("PATH", str(bin_dir))
     assert systemd.running()
-    restore._refuse_if_in_use(cfg, scan_holders=False)
+    install.refuse_if_in_use(cfg, scan_holders=False)
     assert rebootguard._engine_state(cfg) is None
     (bin_dir / "systemctl").unlink()
     assert systemd.running()
     with pytest.raises(DbInUseError, match=r"cannot be read.*No such file"):
-        restore._refuse_if_in_use(cfg, scan_holders=False)
+        install.refuse_if_in_use(cfg, scan_holders=False)
     assert "unknown state" in str(rebootguard._engine_state(cfg))
     assert "No such file" in systemd.unit_view("neo-probe", systemd.DEFAULT_UNIT_DIR).where
     assert not systemd.systemctl_state("neo-probe-enabled.timer").enabled

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from conftest import FLAG049, ROOT
-from neo_db.actions import restore
+from neo_db.core import install
 
 pytestmark = pytest.mark.vm
 
@@ -506,7 +506,7 @@ def test_a_power_cut_right_after_a_restore_step(vm: Vm) -> None:
     present = set(vm.out(f"ls -A {RUNTIME}/db").split())
     reached = {"moved-wal": "neo_live_stage1.db-wal", "moved-shm": "neo_live_stage1.db-shm", "moved-journal": "neo_live_stage1.db-journal"}
     # quarantine-copied: only with backup_dir on another filesystem than the DB (not here).
-    steps = [s for s in restore.STEPS if s != "quarantine-copied" and reached.get(s, "neo_live_stage1.db") in present]
+    steps = [s for s in install.STEPS if s != "quarantine-copied" and reached.get(s, "neo_live_stage1.db") in present]
     step = rng.choice(steps)
     # (rc captured in the VM: ssh itself says 255 for a remote command killed by a signal)
     killed = vm.ssh(f"cd / && rc=0; NEO_DB_FAULT_STEP={step} neo-db restore {BACKUPS}/manual/{target} --yes || rc=$?; echo rc=$rc")

@@ -34,11 +34,10 @@ from .actions import (
     restore,
     session,
     snapshot,
-    timed,
     unitverify,
 )
+from .core import drills, formatting, gates, install
 from .errors import FAILURE, OK, USAGE, DbInUseError, GateError, NeoDbError, PathError, UsageError
-from .locking import state_lock
 
 log = logging.getLogger("neo_db")
 
@@ -68,16 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, help_: str, *, json_: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, description=help_)
-        if json_:
-            sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-        return sp
+    _add_gate_commands(sub)
+    _add_backup_commands(sub)
+    _add_migration_commands(sub)
+    _add_host_commands(sub)
+    return p
 
-    sp = add("check", "run the gates on the live DB: local filesystem, no other holder, integrity_check")
+
+_Sub = Any  # argparse's _SubParsersAction (private in typeshed)
+
+
+def _add(sub: _Sub, name: str, help_: str, *, json_: bool = True) -> argparse.ArgumentParser:
+    sp: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    if json_:
+        sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    return sp
+
+
+def _add_gate_commands(sub: _Sub) -> None:
+    sp = _add(sub, "check", "run the gates on the live DB: local filesystem, no other holder, integrity_check")
     sp.add_argument("--allow-missing", action="store_true", help="a missing DB passes (first run)")
 
-    sp = add("holders", "name every process that has the live DB, its -wal, -shm or -journal open, of any user")
+    sp = _add(sub, "holders", "name every process that has the live DB, its -wal, -shm or -journal open, of any user")
     sp.add_argument("--gate", action="store_true", help="exit 5 naming them if there are any (the session gate's check)")
     sp.add_argument(
         "--serve",
@@ -85,14 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer the client on the unix socket passed as stdin, in JSON (neo-db-holders@.service, as root); reads only",
     )
 
-    sp = add("session-start", "ExecStartPre hook: allocate the session, run the gates, take the pre-session backup")
+    sp = _add(sub, "session-start", "ExecStartPre hook: allocate the session, run the gates, take the pre-session backup")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the next from the counter)")
     sp.add_argument("--allow-missing", action="store_true", help="a missing DB passes (first run)")
 
-    sp = add("session-stop", "ExecStopPost hook: classify the stop, post-session backup or abnormal-stop preservation")
+    sp = _add(sub, "session-stop", "ExecStopPost hook: classify the stop, post-session backup or abnormal-stop preservation")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the open session)")
 
-    sp = add("backup", "take a verified backup of the live DB now")
+
+def _add_backup_commands(sub: _Sub) -> None:
+    sp = _add(sub, "backup", "take a verified backup of the live DB now")
     sp.add_argument(
         "--phase",
         choices=[p for p in catalog.PHASE_DIRS if p not in ("imported", "legacy")],  # those are neo-db import's
@@ -101,27 +114,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trigger", default="cli", choices=["cli", "timer"], help="recorded in the manifest (timer: run by a systemd timer)")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID for the file name")
 
-    sp = add("prune", "apply the retention policy")
+    sp = _add(sub, "prune", "apply the retention policy")
     sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
 
-    add("list", "list the backups with phase, session, age, size and verified status")
+    _add(sub, "list", "list the backups with phase, session, age, size and verified status")
 
-    sp = add("restore", "put a verified backup back as the live DB (engine stopped); the old files are quarantined")
+    sp = _add(sub, "restore", "put a verified backup back as the live DB (engine stopped); the old files are quarantined")
     sp.add_argument("backup", metavar="BACKUP", help="a name from 'neo-db list', or its path inside backup_dir")
     sp.add_argument("--dry-run", action="store_true", help="check everything and show the plan; change nothing")
     sp.add_argument("--yes", action="store_true", help="really replace the live DB")
     sp.add_argument("--allow-other-db", action="store_true", help="accept a backup whose manifest names another database (db_path or stem)")
 
-    add("drill", "restore test: restore the newest verified backup of each phase into a temp dir and check it")
+    _add(sub, "drill", "restore test: restore the newest verified backup of each phase into a temp dir and check it")
 
-    sp = add("diff", "what changed between two copies, e.g. a session's pre and post backups")
+    sp = _add(sub, "diff", "what changed between two copies, e.g. a session's pre and post backups")
     sp.add_argument("a", metavar="A", nargs="?", help="backup name or path (before)")
     sp.add_argument("b", metavar="B", nargs="?", help="backup name or path (after)")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="diff that session's pre and post backups")
 
-    add("snapshot", "publish a fresh read-only copy for analysts in exports_dir/snapshots (safe while the engine writes)")
+    _add(sub, "snapshot", "publish a fresh read-only copy for analysts in exports_dir/snapshots (safe while the engine writes)")
 
-    sp = add("import", "bring an existing DB onto the box (the migration): preflight, install, legacy backups, origin")
+
+def _add_migration_commands(sub: _Sub) -> None:
+    sp = _add(sub, "import", "bring an existing DB onto the box (the migration): preflight, install, legacy backups, origin")
     sp.add_argument("source", metavar="SOURCE", nargs="?", help="the DB file (its -wal beside it comes along)")
     mode = sp.add_mutually_exclusive_group()
     mode.add_argument("--preflight", action="store_true", help="check SOURCE on a copy (no config needed); change nothing")
@@ -135,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--replace", action="store_true", help="quarantine an existing live DB (as restore does) and install SOURCE")
     sp.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
 
-    sp = add("confirm", "the pre-first-VPS-run confirmation (FLAG-023 §8): PASS/FAIL per item with evidence")
+    sp = _add(sub, "confirm", "the pre-first-VPS-run confirmation (FLAG-023 §8): PASS/FAIL per item with evidence")
     out = sp.add_mutually_exclusive_group()
     out.add_argument("--markdown", action="store_true", help="a Markdown report on stdout")
     out.add_argument(
@@ -144,16 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="render the Markdown report of a saved 'confirm --json' report (FILE, or - for stdin): checks nothing, copies nothing",
     )
 
-    sp = add("archive-dir", "a cold .tar.gz archive of a directory (AtoCore's Chroma), then its .json record; keeps the newest N")
+    sp = _add(sub, "archive-dir", "a cold .tar.gz archive of a directory (AtoCore's Chroma), then its .json record; keeps the newest N")
     sp.add_argument("src", metavar="SRC", type=Path, help="the directory to archive (stop whatever writes it first)")
     sp.add_argument("--dest", required=True, type=Path, metavar="DIR", help="where the archives and their records go")
     sp.add_argument("--keep", required=True, type=int, metavar="N", help="keep the newest N archives (at least 1)")
     sp.add_argument("--name", default="chroma", help="the archives' name prefix: NAME-<UTC time>.tar.gz (default: chroma)")
     sp.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a field for the record (repeatable)")
 
-    sp = add("health", "print a session's db_health block")
+    sp = _add(sub, "health", "print a session's db_health block")
     sp.add_argument("--session", type=_session_arg, metavar="ID", help="session ID (default: the latest)")
 
+
+def _add_host_commands(sub: _Sub) -> None:
     sp = sub.add_parser("metrics", help="write neo_db.prom for node_exporter's textfile collector (a timer runs it every 5 minutes)")
     sp.add_argument("--stdout", action="store_true", help="print the metrics instead of writing the file")
 
@@ -181,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ExecStart's program not installed yet is a notice, not a failure (provisioning before the engine is installed)",
     )
 
-    sp = add("reboot-guard", "reboot for a pending update (/var/run/reboot-required) only inside the window and with no session open")
+    sp = _add(sub, "reboot-guard", "reboot for a pending update (/var/run/reboot-required) only inside the window and with no session open")
     sp.add_argument(
         "--window", required=True, metavar="HH:MM-HH:MM", help="the maintenance window in UTC, e.g. 02:00-05:00 (may wrap midnight)"
     )
@@ -208,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     vp.add_argument("--schema-only", action="store_true", help="check each key on its own, not the rules between keys")
     sp = csub.add_parser("show", help="print the effective config, defaults included")
     sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    return p
 
 
 def _emit(args: argparse.Namespace, doc: Any, text: str) -> None:
@@ -222,13 +238,13 @@ def _load(args: argparse.Namespace, *, recover: bool = True) -> config_mod.Confi
     cfg = config_mod.load(config_mod.resolve_path(args.config))
     args.loaded_config = cfg  # main() names the config key of a path that cannot be used
     if recover:
-        restore.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
+        install.recover_if_pending(cfg)  # a restore killed half-way is completed or rolled back before anything else
     return cfg
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    report = check.run_gates(cfg, allow_missing=args.allow_missing)
+    report = check.run(cfg, allow_missing=args.allow_missing)
     _emit(
         args,
         {"db_path": str(cfg.db_path), "result": "pass", **report.as_dict()},
@@ -252,13 +268,13 @@ def cmd_holders(args: argparse.Namespace) -> int:
     scan = holders.inspect(cfg.db_path)
     if scan.holders:
         body = [[str(h.pid), h.user, h.path, h.how, h.command] for h in scan.holders]
-        text = listing.table(["PID", "USER", "FILE", "HOW", "COMMAND"], body)
+        text = formatting.table(["PID", "USER", "FILE", "HOW", "COMMAND"], body)
     else:
         text = f"no other process has {cfg.db_path} (or its -wal, -shm, -journal) open"
     text += f"\n  inspected by {scan.by}" + (f"\n  {scan.note}" if scan.note else "")
     if args.gate and scan.holders:  # one JSON document: the failure, with what was found
         try:
-            check.refuse_holders(scan.holders)
+            gates.refuse_holders(scan.holders)
         except DbInUseError as exc:
             exc.details = scan.as_dict(cfg.db_path)
             raise
@@ -293,15 +309,7 @@ def cmd_session_stop(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    with state_lock(cfg):
-        backup.clean_stale_temps(cfg)
-        phase = args.phase or ("timed" if cfg.layout == "snapshots" else "manual")
-        if phase == "timed":
-            if args.session:
-                raise UsageError("--session does not apply to a timed snapshot (the snapshots layout has no sessions)")
-            result = timed.take_snapshot(cfg, args.trigger)
-        else:
-            result = backup.take_backup(cfg, phase, args.session, args.trigger)
+    result = backup.run(cfg, args.phase, args.session, args.trigger)
     _emit(args, {"path": str(result.path), "manifest": result.manifest}, str(result.path))
     if not result.intact:
         log.error("the copy failed integrity_check: the live DB is likely corrupt; run 'neo-db check'")
@@ -316,7 +324,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     doomed = [d for d in decisions if not d.keep]
     verb = "would remove" if args.dry_run else "removed"
     body = [[d.entry.phase, d.entry.session or "-", d.entry.base, d.reason] for d in doomed]
-    text = listing.table(["PHASE", "SESSION", verb.upper(), "WHY"], body) if body else f"nothing to prune ({len(decisions)} backups kept)"
+    text = (
+        formatting.table(["PHASE", "SESSION", verb.upper(), "WHY"], body) if body else f"nothing to prune ({len(decisions)} backups kept)"
+    )
     _emit(args, {"dry_run": args.dry_run, "decisions": [d.as_dict(now) for d in decisions]}, text)
     return OK
 
@@ -329,15 +339,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             r["phase"],
             r["session"] or "-",
             r["created"],
-            listing.human_age(r["age_seconds"]),
-            listing.human_size(r["size"]),
+            formatting.human_age(r["age_seconds"]),
+            formatting.human_size(r["size"]),
             r["status"] + (", future-dated" if r["future_dated"] else ""),
             r["name"],
         ]
         for r in items
     ]
     text = (
-        listing.table(["PHASE", "SESSION", "CREATED", "AGE", "SIZE", "STATUS", "NAME"], body)
+        formatting.table(["PHASE", "SESSION", "CREATED", "AGE", "SIZE", "STATUS", "NAME"], body)
         if body
         else f"no backups under {cfg.backup_dir}"
     )
@@ -348,7 +358,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     cfg = _load(args)
     block = dict(health.show(cfg, args.session))
-    block["last_drill"] = drill.last(cfg)
+    block["last_drill"] = drills.last(cfg)
     lines = [f"{k}: {fsutil.to_json(v, indent=None) if isinstance(v, (dict, list)) else v}" for k, v in sorted(block.items())]
     _emit(args, {"db_health": block}, "\n".join(lines))
     return OK
@@ -372,10 +382,10 @@ def cmd_drill(args: argparse.Namespace) -> int:
     cfg = _load(args)
     doc = drill.run(cfg)
     body = [
-        [p, d["result"].upper(), d.get("backup", "-"), listing.human_age(d["age_seconds"]) if "age_seconds" in d else "-", d["detail"]]
+        [p, d["result"].upper(), d.get("backup", "-"), formatting.human_age(d["age_seconds"]) if "age_seconds" in d else "-", d["detail"]]
         for p, d in doc["phases"].items()
     ]
-    _emit(args, doc, listing.table(["PHASE", "RESULT", "NEWEST VERIFIED", "AGE", "DETAIL"], body) + f"\ndrill: {doc['result'].upper()}")
+    _emit(args, doc, formatting.table(["PHASE", "RESULT", "NEWEST VERIFIED", "AGE", "DETAIL"], body) + f"\ndrill: {doc['result'].upper()}")
     return OK if doc["result"] == "pass" else FAILURE
 
 
@@ -497,7 +507,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         print(confirm.markdown(items, host, at), end="")
     else:
         body = [[("PASS" if i.ok else "FAIL"), i.name, i.evidence[0]] for i in items]
-        text = listing.table(["RESULT", "ITEM", "EVIDENCE"], body) + f"\n\nconfirmation: {'PASS' if ok else 'FAIL'}"
+        text = formatting.table(["RESULT", "ITEM", "EVIDENCE"], body) + f"\n\nconfirmation: {'PASS' if ok else 'FAIL'}"
         _emit(args, {"host": host, "at": at, "result": "PASS" if ok else "FAIL", "items": [i.as_dict() for i in items]}, text)
     return OK if ok else FAILURE
 

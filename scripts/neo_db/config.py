@@ -484,6 +484,21 @@ def validate(data: Any, source: str, *, role_vars: bool = False, schema_only: bo
         problems.append(f"'{TOP_KEY}' is {_show(section)}: it must be a mapping of keys to values")
         raise ConfigError(source, problems)
 
+    values = _known_values(section, problems)
+    if not schema_only:
+        problems.extend(_db_path_problems(values))
+        problems.extend(_reader_exposure(values))
+        if values.get("extra_files") and values.get("layout", "phases") != "snapshots":
+            problems.append(
+                "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"
+            )
+    if problems:
+        raise _for_role(source, problems) if role_vars else ConfigError(source, problems)
+    return Config(source=source, **_config_kwargs(values))
+
+
+def _known_values(section: Mapping[Any, Any], problems: list[str]) -> dict[str, Any]:
+    """The keys of the section that SCHEMA knows and allows; every other key, and every missing required one, a problem."""
     values: dict[str, Any] = {}
     for key, value in section.items():
         if not isinstance(key, str) or key not in SCHEMA:
@@ -499,37 +514,40 @@ def validate(data: Any, source: str, *, role_vars: bool = False, schema_only: bo
     for key, field in SCHEMA.items():
         if field.required and key not in section:
             problems.append(f"key '{key}' is missing; it is required ({field.problem(None)})")
+    return values
 
+
+def _db_path_problems(values: dict[str, Any]) -> list[str]:
+    """db_path names the database (not a side file, not a dangling link), and no copy directory sits beside it."""
     db_path = values.get("db_path")
-    if isinstance(db_path, str) and not schema_only:
-        db_dir = os.path.dirname(os.path.normpath(db_path))
-        real = os.path.realpath(db_path)
-        if os.path.normpath(db_path).endswith(("-wal", "-shm", "-journal")):
-            problems.append(f"key 'db_path': value {_show(db_path)} names a SQLite side file; name the database itself")
-        if os.path.islink(real):
-            problems.append(
-                f"key 'db_path': value {_show(db_path)} is a symlink that never reaches a file (a loop at {real!r}); "
-                "expected the database itself, or a symlink that leads to it"
-            )
-        for key in ("backup_dir", "exports_dir"):
-            other = values.get(key)
-            for where in dict.fromkeys((db_dir, os.path.dirname(real))):
-                if isinstance(other, str) and _is_within(other, where):
-                    problems.append(
-                        f"key '{key}': value {_show(other)} is inside the DB's directory {where!r}"
-                        + ("" if where == db_dir else f" (where the symlink db_path {db_path!r} leads)")
-                        + "; expected a directory outside it, so copies never sit beside the live DB "
-                        f"(e.g. {os.path.join(os.path.dirname(where), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
-                    )
-                    break
-    problems.extend([] if schema_only else _reader_exposure(values))
-    if values.get("extra_files") and values.get("layout", "phases") != "snapshots" and not schema_only:
+    if not isinstance(db_path, str):
+        return []
+    problems = []
+    db_dir = os.path.dirname(os.path.normpath(db_path))
+    real = os.path.realpath(db_path)
+    if os.path.normpath(db_path).endswith(("-wal", "-shm", "-journal")):
+        problems.append(f"key 'db_path': value {_show(db_path)} names a SQLite side file; name the database itself")
+    if os.path.islink(real):
         problems.append(
-            "key 'extra_files': extra files are captured in snapshot directories only; set 'layout: snapshots', or remove extra_files"
+            f"key 'db_path': value {_show(db_path)} is a symlink that never reaches a file (a loop at {real!r}); "
+            "expected the database itself, or a symlink that leads to it"
         )
-    if problems:
-        raise _for_role(source, problems) if role_vars else ConfigError(source, problems)
+    for key in ("backup_dir", "exports_dir"):
+        other = values.get(key)
+        for where in dict.fromkeys((db_dir, os.path.dirname(real))):
+            if isinstance(other, str) and _is_within(other, where):
+                problems.append(
+                    f"key '{key}': value {_show(other)} is inside the DB's directory {where!r}"
+                    + ("" if where == db_dir else f" (where the symlink db_path {db_path!r} leads)")
+                    + "; expected a directory outside it, so copies never sit beside the live DB "
+                    f"(e.g. {os.path.join(os.path.dirname(where), {'backup_dir': 'backups', 'exports_dir': 'exports'}[key])!r})"
+                )
+                break
+    return problems
 
+
+def _config_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """The checked values as Config's fields: paths normalised (db_path resolved, its link kept), lists as tuples."""
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key == "db_path":
@@ -547,7 +565,7 @@ def validate(data: Any, source: str, *, role_vars: bool = False, schema_only: bo
             kwargs[key] = tuple((Path(os.path.normpath(i["path"])), i["dest"]) for i in _extra_file_items(value))
         else:
             kwargs[key] = value
-    return Config(source=source, **kwargs)
+    return kwargs
 
 
 class _Refused(yaml.YAMLError):

@@ -55,12 +55,10 @@ def state_lock(cfg: Config, timeout: float | None = None) -> Iterator[None]:
             os.write(fd, f"{os.getpid()}\n".encode())
         except OSError as exc:
             log.debug("could not write the PID into %s: %s", lock, exc.strerror)
-        from .actions import restore  # noqa: PLC0415  (here, not at the top: restore takes this lock itself)
+        from .core import install, origin  # noqa: PLC0415  (here, not at the top: both take this lock themselves)
 
-        restore.recover(cfg)
-        from .actions import importer  # noqa: PLC0415
-
-        importer.finish_pending(cfg)  # an import killed half-way: finished (origin, counter) or rolled back
+        install.recover(cfg)
+        origin.finish_pending(cfg)  # an import killed half-way: finished (origin, counter) or rolled back
         yield
     finally:
         os.close(fd)

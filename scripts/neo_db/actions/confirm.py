@@ -34,8 +34,8 @@ from typing import Any
 
 from .. import catalog, fsutil, metrics, sqlitedb, systemd
 from ..config import Config
+from ..core import drills, monitoring_checks, origin, retention
 from ..errors import UsageError
-from . import drill, importer, monitoring_checks, prune
 
 
 @dataclasses.dataclass
@@ -183,9 +183,9 @@ def _hetzner(cfg: Config) -> Item:
 
 def _drill(cfg: Config) -> Item:
     name = "the last restore drill passed"
-    doc = drill.last(cfg)
+    doc = drills.last(cfg)
     if doc is None:
-        return Item(name, False, [f"no drill recorded in {drill.result_path(cfg)}; run 'neo-db drill'"])
+        return Item(name, False, [f"no drill recorded in {drills.result_path(cfg)}; run 'neo-db drill'"])
     age = doc.get("age_seconds")
     fresh = isinstance(age, int) and age <= cfg.drill_max_age_days * 86400
     phases = ", ".join(f"{p}: {d['result']}" for p, d in doc.get("phases", {}).items())
@@ -237,7 +237,7 @@ def _run_timed(cfg: Config) -> list[Item]:
         items.append(_hetzner(cfg))
     items.append(_drill(cfg))
     # AtoCore never migrates: its DB is recorded as its own ('neo-db import --adopt').
-    items.append(Item("the live DB's origin is recorded", *importer.origin_check(cfg)))
+    items.append(Item("the live DB's origin is recorded", *origin.origin_check(cfg)))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
     return items
 
@@ -284,7 +284,7 @@ def run(cfg: Config) -> list[Item]:
     items.append(_retention(cfg))
     items.append(_hetzner(cfg))
     items.append(_drill(cfg))
-    items.append(Item("the live DB's origin is recorded", *importer.origin_check(cfg)))
+    items.append(Item("the live DB's origin is recorded", *origin.origin_check(cfg)))
     items += [Item(*check(cfg)) for check in (monitoring_checks.metrics_fresh, monitoring_checks.notifier)]
     problem, evidence = systemd.engine_program_problem(cfg.engine_unit, view)
     items.append(Item("the engine is installed", problem is None, [evidence] + ([problem] if problem else [])))
@@ -330,7 +330,7 @@ def _prune_runs(cfg: Config) -> tuple[bool, list[str]]:
             else f"prune_after_session: false in {cfg.source}: backups are pruned only by the timer; "
             "fix: set it to true (the default) or remove the key"
         )
-    last = prune.last_record(cfg)
+    last = retention.last_record(cfg)
     where = metrics.state_path(cfg.state_dir)
     if last is None:
         last_ok = False
@@ -347,7 +347,7 @@ def _prune_runs(cfg: Config) -> tuple[bool, list[str]]:
 
 def _retention(cfg: Config) -> Item:
     try:
-        decisions = prune.plan(cfg, catalog.entries(cfg), catalog.utcnow())
+        decisions = retention.plan(cfg, catalog.entries(cfg), catalog.utcnow())
     except OSError as exc:
         decisions, unreadable = [], f"the backups cannot be listed: {_os_problem(exc)}"
     else:

@@ -25,13 +25,16 @@ from typing import Any
 
 from .. import catalog, fsutil, sqlitedb
 from ..config import Config
+from ..core import backups, sessions
+from ..core import install as db_install
+from ..core.formatting import table
+from ..core.origin import finish_pending, imported_entry, load_origin, origin_path, pending_path, set_counter
+from ..core.pipeline import BackupFailed, BackupNotIntact
 from ..errors import IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
-from . import session
 
 log = logging.getLogger(__name__)
 
-ORIGIN = "origin.json"
 # FLAG-049's backup names on the Windows machine: neo_live_stage1.db.bak.20260421T165223Z (.post. after a session).
 LEGACY_SUFFIX_RE = re.compile(r"\.(?P<kind>bak|post)\.(?P<ts>\d{8}T\d{6}Z)\Z")
 
@@ -217,7 +220,6 @@ def preflight(arg: str) -> dict[str, Any]:
 
 def describe(doc: dict[str, Any]) -> str:
     """The preflight for a person: a few lines and a table of row counts."""
-    from .listing import table  # noqa: PLC0415
 
     lines = [
         f"source:        {doc['source']} ({doc['size_bytes']} bytes, {doc.get('page_count', '?')} pages)",
@@ -233,23 +235,6 @@ def describe(doc: dict[str, Any]) -> str:
 # ---- the box: origin record, highest session ----
 
 
-def origin_path(cfg: Config) -> Path:
-    return cfg.state_dir / ORIGIN
-
-
-def load_origin(cfg: Config) -> dict[str, Any] | None:
-    path = origin_path(cfg)
-    try:
-        doc = fsutil.read_json(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise NeoDbError(f"the origin record {path} is unreadable ({exc})", hint="look at it; 'neo-db import' rewrites it") from None
-    if not isinstance(doc, dict):
-        raise NeoDbError(f"the origin record {path} is not a JSON object", hint="look at it; 'neo-db import' rewrites it")
-    return doc
-
-
 def _summary_sessions(cfg: Config) -> list[int]:
     """Session numbers of the engine's summaries on the box (session_summary_path with {session})."""
     pattern = cfg.session_summary_path
@@ -260,7 +245,7 @@ def _summary_sessions(cfg: Config) -> list[int]:
     for path in glob.glob(glob.escape(head) + "*" + glob.escape(tail).replace("{session}", "*")):
         rest = path[len(head) :]
         sid = rest.split("/", 1)[0] if "/" in rest else (rest[: -len(tail)] if tail and rest.endswith(tail) else rest)
-        number = session._number_of(cfg, sid)
+        number = sessions.number_of(cfg, sid)
         if number is not None:
             found.append(number)
     return found
@@ -269,10 +254,10 @@ def _summary_sessions(cfg: Config) -> list[int]:
 def highest_session(cfg: Config) -> tuple[int, str] | None:
     """The highest session number known on the box, and where: the counter, backup names, exports, summaries."""
     found: list[tuple[int, str]] = []
-    last, _damage = session.read_counter(cfg)
+    last, _damage = sessions.read_counter(cfg)
     if last is not None and last > 0:
         found.append((last, "the session counter"))
-    used = session.highest_used(cfg, session.load_current(cfg))
+    used = sessions.highest_used(cfg, sessions.load_current(cfg))
     if used is not None:
         found.append(used)
     found += [(n, "an engine summary") for n in _summary_sessions(cfg)]
@@ -298,7 +283,7 @@ def show(cfg: Config) -> dict[str, Any]:
         "origin_error": damage,
         "live_db_exists": live,
         "live_sha256": fsutil.sha256_file(cfg.db_path) if live else None,
-        "highest_session": session.format_session(cfg, highest[0]) if highest else None,
+        "highest_session": sessions.format_session(cfg, highest[0]) if highest else None,
     }
 
 
@@ -308,16 +293,6 @@ HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 SERVICE_DB_MODE = 0o600
 
 
-def _counter_doc(cfg: Config, next_number: int) -> dict[str, Any]:
-    last = next_number - 1
-    return {
-        "last_number": last,
-        "session": session.format_session(cfg, last) if last > 0 else None,
-        "set_by": f"neo-db import --next-session {session.format_session(cfg, next_number)}",
-        "at": catalog.iso(catalog.utcnow()),
-    }
-
-
 def check_next_session(cfg: Config, wanted: str | None, *, installed: bool = False) -> int | None:
     """The number of --next-session, refused (exit 2, nothing changed) unless above every session ID on the box.
 
@@ -325,9 +300,9 @@ def check_next_session(cfg: Config, wanted: str | None, *, installed: bool = Fal
     box's sessions have since passed is ignored, not refused."""
     if wanted is None:
         return None
-    number = session._number_of(cfg, wanted)
+    number = sessions.number_of(cfg, wanted)
     if number is None:
-        example = session.format_session(cfg, 51)
+        example = sessions.format_session(cfg, 51)
         raise UsageError(
             f"--next-session {wanted}: not a session ID of this box ({cfg.session_prefix} and a number, e.g. {example}); "
             "nothing was changed"
@@ -335,44 +310,22 @@ def check_next_session(cfg: Config, wanted: str | None, *, installed: bool = Fal
     lowest = max(1, cfg.session_first_number)
     if number < lowest:
         raise UsageError(
-            f"--next-session {wanted} is below {session.format_session(cfg, lowest)}, the first session ID of this box "
+            f"--next-session {wanted} is below {sessions.format_session(cfg, lowest)}, the first session ID of this box "
             f"(session_first_number in {cfg.source}); nothing was changed",
-            hint=f"give {session.format_session(cfg, lowest)} or higher",
+            hint=f"give {sessions.format_session(cfg, lowest)} or higher",
         )
     highest = highest_session(cfg)
     if highest is not None and number <= highest[0]:
-        top = session.format_session(cfg, highest[0])
+        top = sessions.format_session(cfg, highest[0])
         if installed:
             log.info("--next-session %s ignored: the source is already installed and this box has run up to %s", wanted, top)
             return None
         raise UsageError(
             f"--next-session {wanted} is not above {top}, the highest session ID on this box ({highest[1]}): "
             "a reused ID would overwrite that session's backups and db_health; nothing was changed",
-            hint=f"give {session.format_session(cfg, highest[0] + 1)} or higher",
+            hint=f"give {sessions.format_session(cfg, highest[0] + 1)} or higher",
         )
     return number
-
-
-def _set_counter(cfg: Config, number: int | None, *, forward_only: bool = False) -> bool:
-    """Make `number` the next session. True if the counter changed.
-
-    forward_only: never move it back (an interrupted import finished after sessions have run)."""
-    if number is None:
-        return False
-    last, _damage = session.read_counter(cfg)
-    if last == number - 1 or (forward_only and last is not None and last >= number - 1):
-        return False
-    fsutil.write_json_atomic(session._counter_path(cfg), _counter_doc(cfg, number))
-    log.info("the session counter now gives %s next", session.format_session(cfg, number))
-    return True
-
-
-def _imported_entry(cfg: Config, origin: dict[str, Any] | None) -> catalog.Entry | None:
-    name = origin.get("imported_backup") if origin else None
-    if not isinstance(name, str) or not name:
-        return None
-    entry = catalog.find(cfg, name)
-    return entry if entry is not None and entry.phase == "imported" and entry.db is not None else None
 
 
 def _live_is_installed(cfg: Config, origin: dict[str, Any]) -> bool:
@@ -388,89 +341,9 @@ def _result(cfg: Config, changed: bool, origin: dict[str, Any] | None, quarantin
         "installed": str(cfg.db_path),
         "imported_backup": (origin or {}).get("imported_backup"),
         "quarantined": quarantined,
-        "next_session": session.format_session(cfg, next_number) if next_number is not None else None,
+        "next_session": sessions.format_session(cfg, next_number) if next_number is not None else None,
         "origin": origin,
     }
-
-
-PENDING = "import-pending.json"
-
-
-def pending_path(cfg: Config) -> Path:
-    return cfg.state_dir / PENDING
-
-
-def _own_backups(cfg: Config, origin: dict[str, Any]) -> list[catalog.Entry]:
-    """The imported backups a run took for this origin record (matched by installed sha256 and time)."""
-    found = []
-    for e in catalog.entries(cfg, ["imported"]):
-        manifest = e.manifest or {}
-        if e.db is not None and all(manifest.get(k) == origin.get(k) for k in ("installed_sha256", "imported_at", "source_sha256")):
-            found.append(e)
-    return found
-
-
-def finish_pending(cfg: Config, *, installed_only: bool = False) -> None:
-    """Finish or roll back an import killed after it wrote its pending record. Call under the state lock,
-    after restore.recover (which completes or rolls back the install itself).
-
-    The new DB is live: origin.json and the session counter are written as the killed run would have.
-    It is not: the killed run's imported backup (a DB never installed) goes; the live DB is as it was.
-    installed_only: a restore still in its staging dir is not over; write origin and counter if the new
-    DB is already live, touch nothing else and keep the record for the run that completes the restore."""
-    path = pending_path(cfg)
-    try:
-        doc = fsutil.read_json(path)
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError) as exc:
-        log.error("the pending import record %s is unreadable (%s): look at it, then remove it", path, exc)
-        return
-    origin = doc.get("origin") if isinstance(doc, dict) else None
-    if not isinstance(origin, dict):
-        log.error("the pending import record %s holds no origin: look at it, then remove it", path)
-        return
-    own = _own_backups(cfg, origin)
-    # Once a run saw the new DB live, it stays "installed": sessions may change it since.
-    seen = doc.get("installed_seen") is True
-    live_is_new = seen or (cfg.db_path.is_file() and fsutil.sha256_file(cfg.db_path) == origin.get("installed_sha256"))
-    installed = bool(own) and live_is_new
-    number = doc.get("next_number")
-    number = number if isinstance(number, int) and not isinstance(number, bool) else None
-    if live_is_new and not own:
-        # The new DB is live (its sha256 is this run's build), but its imported backup is out of sight
-        # (backup_dir not mounted, unreadable): not a roll back. The counter now; origin when it is seen.
-        _set_counter(cfg, number, forward_only=True)
-        if not seen:
-            fsutil.write_json_atomic(path, {**doc, "installed_seen": True})
-        log.error(
-            "the interrupted import of %s installed %s, but its imported backup is not found in %s: keeping %s "
-            "until a run sees it (is backup_dir mounted and readable?)",
-            origin.get("source_path"),
-            cfg.db_path,
-            cfg.backup_dir,
-            path,
-        )
-        return
-    if installed_only and not installed:
-        return
-    if installed:
-        record = {**origin, "imported_backup": own[-1].db.name if own[-1].db else None, "installed_path": str(cfg.db_path)}
-        fsutil.write_json_atomic(origin_path(cfg), record)
-        _set_counter(cfg, number, forward_only=True)
-        log.warning("finished the interrupted import of %s: origin recorded in %s", origin.get("source_path"), origin_path(cfg))
-    else:
-        current = None
-        with contextlib.suppress(NeoDbError):
-            current = (load_origin(cfg) or {}).get("imported_backup")
-        for e in own:
-            if e.db is not None and e.db.name != current:
-                for file in (e.db, e.db.with_suffix(".json")):
-                    fsutil.remove_quietly(file)
-                log.info("removed %s: the interrupted import that took it never installed it", e.db.name)
-        log.warning("an interrupted import of %s was rolled back: the live DB %s is as it was", origin.get("source_path"), cfg.db_path)
-    if not installed_only:
-        fsutil.remove_quietly(path)
 
 
 def _build_dir(cfg: Config) -> Path:
@@ -545,7 +418,7 @@ def _provenance(found: Examined, *, host: str | None, path: str | None, installe
 def _installed_origin(cfg: Config, actual: str) -> dict[str, Any] | None:
     """The origin record if SOURCE (sha256 `actual`) is the installed live DB and both are in place, else None."""
     origin, _damage = _origin_or_damage(cfg)  # a damaged record proves no rerun: installing rewrites it
-    installed = origin and origin.get("source_sha256") == actual and _imported_entry(cfg, origin) and _live_is_installed(cfg, origin)
+    installed = origin and origin.get("source_sha256") == actual and imported_entry(cfg, origin) and _live_is_installed(cfg, origin)
     return origin if installed else None
 
 
@@ -558,7 +431,7 @@ def _already_installed(
     changed = False
     if not dry_run:
         with contextlib.nullcontext() if locked else state_lock(cfg):
-            changed = _set_counter(cfg, next_number)
+            changed = set_counter(cfg, next_number)
     log.info("%s (sha256 %s…) is already the installed live DB: nothing to import", src, actual[:16])
     return {**_result(cfg, changed, origin, None, next_number), **({"dry_run": True} if dry_run else {})}
 
@@ -574,6 +447,37 @@ def _refuse_live(cfg: Config, replace: bool) -> list[Path]:
     return live
 
 
+def _source_sha256(src: Path, expected: str | None) -> str:
+    """SOURCE's sha256; with --source-sha256, refused unless it is that one (the end-to-end transfer check)."""
+    if expected is not None and not HEX64.match(expected):
+        raise UsageError(f"--source-sha256 {expected!r} is not a sha256 (64 hex digits)")
+    actual = fsutil.sha256_file(src)
+    if expected is not None and actual != expected.lower():
+        raise NeoDbError(
+            f"{src} has sha256 {actual}, not the expected {expected.lower()}: the transfer is damaged or it is another file; "
+            "nothing was changed",
+            hint="copy the source again (the playbook checks it end to end), then retry",
+        )
+    return actual
+
+
+def _build(cfg: Config, src: Path, wal: Path | None, build: Path) -> tuple[Examined, os.stat_result]:
+    """Examine SOURCE into the build dir (on the DB's filesystem) and make the copy ready to go live: WAL mode,
+    the service DB mode, the DB directory's owner, fsynced. Returns it and the DB directory's stat."""
+    try:
+        os.mkdir(build, 0o700)
+        found = examine(src, wal, build, cfg.integrity_max_errors)
+        _convert_to_wal(found.copy, cfg.integrity_max_errors)
+        os.chmod(found.copy, SERVICE_DB_MODE)
+        dir_st = os.stat(cfg.db_path.parent)  # the DB dir belongs to the service user
+        if os.geteuid() == 0:
+            os.chown(found.copy, dir_st.st_uid, dir_st.st_gid)
+        fsutil.fsync_file(found.copy)
+    except OSError as exc:
+        raise _no_space(cfg.db_path.parent, exc) from None
+    return found, dir_st
+
+
 def install(
     cfg: Config,
     arg: str,
@@ -585,18 +489,9 @@ def install(
     replace: bool,
     dry_run: bool,
 ) -> dict[str, Any]:
-    from . import backup, restore  # noqa: PLC0415
 
     src, wal = source_paths(arg)
-    if source_sha256 is not None and not HEX64.match(source_sha256):
-        raise UsageError(f"--source-sha256 {source_sha256!r} is not a sha256 (64 hex digits)")
-    actual = fsutil.sha256_file(src)
-    if source_sha256 is not None and actual != source_sha256.lower():
-        raise NeoDbError(
-            f"{src} has sha256 {actual}, not the expected {source_sha256.lower()}: the transfer is damaged or it is another file; "
-            "nothing was changed",
-            hint="copy the source again (the playbook checks it end to end), then retry",
-        )
+    actual = _source_sha256(src, source_sha256)
     origin = _installed_origin(cfg, actual)
     next_number = check_next_session(cfg, next_session, installed=origin is not None)
     done = _already_installed(cfg, src, actual, origin, next_number, dry_run=dry_run)
@@ -618,25 +513,15 @@ def install(
         if done is not None:
             return done
         _refuse_live(cfg, replace)
-        restore._refuse_if_in_use(cfg)
-        backup.clean_stale_temps(cfg)
+        db_install.refuse_if_in_use(cfg)
+        backups.clean_stale_temps(cfg)
         _clean_stale_builds(cfg)
         build = _build_dir(cfg)
         pending = False
         record: dict[str, Any] | None = None
         try:
-            try:
-                os.mkdir(build, 0o700)
-                found = examine(src, wal, build, cfg.integrity_max_errors)
-                built = found.copy
-                _convert_to_wal(built, cfg.integrity_max_errors)
-                os.chmod(built, SERVICE_DB_MODE)
-                dir_st = os.stat(cfg.db_path.parent)  # the DB dir belongs to the service user
-                if os.geteuid() == 0:
-                    os.chown(built, dir_st.st_uid, dir_st.st_gid)
-                fsutil.fsync_file(built)
-            except OSError as exc:
-                raise _no_space(cfg.db_path.parent, exc) from None
+            found, dir_st = _build(cfg, src, wal, build)
+            built = found.copy
             installed_sha = fsutil.sha256_file(built)
             provenance = _provenance(found, host=source_host, path=source_path, installed_sha=installed_sha)
             # A kill from here on is finished or rolled back by the next run that takes the state lock.
@@ -646,13 +531,13 @@ def install(
                 raise _no_space(cfg.state_dir, exc) from None
             pending = True
             try:
-                result = backup.take_backup(cfg, "imported", None, "import", require_intact=True, source=built, extra=provenance)
-            except backup.BackupFailed as exc:
+                result = backups.take_backup(cfg, "imported", None, "import", require_intact=True, source=built, extra=provenance)
+            except BackupFailed as exc:
                 exc.message += "; nothing was changed"
                 raise
             entry = catalog.find(cfg, result.path.name)
             assert entry is not None
-            record = restore.install(
+            record = db_install.install(
                 cfg,
                 entry,
                 result.manifest,
@@ -667,13 +552,13 @@ def install(
                 # A restore left committed in its staging dir is completed, then this finished, by the next
                 # run; if the new DB is already live, origin and counter are written now.
                 try:
-                    finish_pending(cfg, installed_only=os.path.lexists(restore.staging_dir(cfg)))
+                    finish_pending(cfg, installed_only=os.path.lexists(db_install.staging_dir(cfg)))
                 except (OSError, NeoDbError) as exc:
                     log.error("the failed import could not be cleaned up (%s): the next neo-db run retries", exc)
             fsutil.remove_quietly(build)
         origin = _origin_doc(cfg, provenance, result.path)
         fsutil.write_json_atomic(origin_path(cfg), origin)
-        _set_counter(cfg, next_number)
+        set_counter(cfg, next_number)
         fsutil.remove_quietly(pending_path(cfg))
     return _result(cfg, True, origin, record.get("quarantine"), next_number)
 
@@ -683,11 +568,10 @@ def _origin_doc(cfg: Config, provenance: dict[str, Any], imported: Path) -> dict
 
 
 def _dry_run(cfg: Config, src: Path, wal: Path | None, live: list[Path], next_number: int | None) -> dict[str, Any]:
-    from . import restore  # noqa: PLC0415
 
     in_use = None
     try:
-        restore._refuse_if_in_use(cfg, scan_holders=True)
+        db_install.refuse_if_in_use(cfg, scan_holders=True)
     except NeoDbError as exc:
         in_use = exc.message
         log.warning("%s", in_use)
@@ -709,7 +593,7 @@ def _dry_run(cfg: Config, src: Path, wal: Path | None, live: list[Path], next_nu
     if live:
         log.info("would quarantine %s in %s (as restore does)", ", ".join(p.name for p in live), catalog.phase_dir(cfg, "abnormal"))
     if next_number is not None:
-        log.info("would set the session counter: the next session is %s", session.format_session(cfg, next_number))
+        log.info("would set the session counter: the next session is %s", sessions.format_session(cfg, next_number))
     return {
         **_result(cfg, True, None, None, next_number),
         "dry_run": True,
@@ -728,10 +612,9 @@ def adopt(cfg: Config, *, dry_run: bool) -> dict[str, Any]:
     import socket  # noqa: PLC0415
 
     from ..errors import DbMissingError  # noqa: PLC0415
-    from . import backup, restore  # noqa: PLC0415
 
     origin, _damage = _origin_or_damage(cfg)
-    if origin is not None and _imported_entry(cfg, origin) is not None:
+    if origin is not None and imported_entry(cfg, origin) is not None:
         log.info("the origin of %s is already recorded (%s)", cfg.db_path, origin.get("imported_backup"))
         return _result(cfg, False, origin, None, None)
     if not cfg.db_path.is_file():
@@ -743,14 +626,14 @@ def adopt(cfg: Config, *, dry_run: bool) -> dict[str, Any]:
         log.info("would record %s as its own origin, with a verified backup in %s", cfg.db_path, catalog.phase_dir(cfg, "imported"))
         return {**_result(cfg, True, None, None, None), "dry_run": True}
     with state_lock(cfg):
-        restore._refuse_if_in_use(cfg)
-        backup.clean_stale_temps(cfg)
+        db_install.refuse_if_in_use(cfg)
+        backups.clean_stale_temps(cfg)
         st = cfg.db_path.stat()
         wal = Path(f"{cfg.db_path}-wal")
         live_sha = fsutil.sha256_file(cfg.db_path)
         with open(cfg.db_path, "rb") as fh:
             mode = _journal_mode(fh.read(100))
-        result = backup.take_backup(cfg, "imported", None, "adopt", require_intact=True)
+        result = backups.take_backup(cfg, "imported", None, "adopt", require_intact=True)
         found = Examined(
             source=cfg.db_path,
             sha256=live_sha,
@@ -771,29 +654,6 @@ def adopt(cfg: Config, *, dry_run: bool) -> dict[str, Any]:
     return _result(cfg, True, origin, None, None)
 
 
-def origin_check(cfg: Config) -> tuple[bool, list[str]]:
-    """confirm's item: origin.json exists, and its imported backup exists and verifies by sha256."""
-    fix = "run ansible/migrate.yml (or 'neo-db import SOURCE' on the box; 'neo-db import --adopt' for a DB the engine made here)"
-    path = origin_path(cfg)
-    try:
-        origin = load_origin(cfg)
-    except NeoDbError as exc:
-        return False, [exc.message, fix]
-    if origin is None:
-        return False, [f"no origin record {path}: where the live DB came from is not recorded", fix]
-    name = origin.get("imported_backup")
-    entry = _imported_entry(cfg, origin)
-    where = f"{origin.get('source_host') or '?'}:{origin.get('source_path') or '?'}"
-    head = f"{path}: from {where}, source sha256 {str(origin.get('source_sha256'))[:16]}…, imported {origin.get('imported_at')}"
-    if entry is None or entry.db is None:
-        return False, [head, f"its imported backup {name!r} is not in {catalog.phase_dir(cfg, 'imported')}", fix]
-    expected = (entry.manifest or {}).get("sha256")
-    actual = fsutil.sha256_file(entry.db)
-    if actual != expected:
-        return False, [head, f"{entry.db}: sha256 {actual[:16]}… does not match its manifest's {str(expected)[:16]}…", fix]
-    return True, [head, f"imported backup {entry.db.name}: sha256 verified"]
-
-
 # ---- --legacy DIR: the Windows-era FLAG-049 backups ----
 
 LEGACY_TS = "%Y%m%dT%H%M%SZ"
@@ -809,25 +669,29 @@ def _legacy_done(cfg: Config) -> dict[str, str]:
     return done
 
 
-def legacy(cfg: Config, directory: str, *, dry_run: bool) -> tuple[dict[str, Any], bool]:
-    """Import DIR's <db_name>.bak.<UTC> / .post.<UTC> files into the legacy phase. Returns (doc, any corrupt)."""
-    from . import backup  # noqa: PLC0415
+@dataclasses.dataclass
+class _LegacyRun:
+    """What an import of legacy backups did with each file."""
 
-    top = Path(directory).absolute()
-    if not top.is_dir():
-        raise UsageError(
-            f"{top} is not a directory", hint="give the directory holding the Windows-era backups (neo_live_stage1.db.bak.<UTC>)"
-        )
+    dry_run: bool
+    imported: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    corrupt: bool = False
+
+    def skip(self, name: str, reason: str, *, bad: bool = False) -> None:
+        self.corrupt = self.corrupt or bad
+        self.skipped.append({"name": name, "reason": reason})
+        (log.error if bad else log.warning if "impossible" in reason else log.info)("%s: skipped: %s", name, reason)
+
+
+def _legacy_candidates(top: Path, prefix: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(name, kind, UTC stamp) of each <prefix>.bak.<UTC> / .post.<UTC> file in top, and the names ignored."""
     try:
         names = sorted(os.listdir(top))
     except OSError as exc:
         raise UsageError(f"{top} cannot be read: {exc.strerror or exc}") from None
-    imported: list[str] = []
-    skipped: list[dict[str, str]] = []
-    ignored: list[str] = []
-    corrupt = False
-    prefix = cfg.db_name
     candidates: list[tuple[str, str, str]] = []
+    ignored: list[str] = []
     for name in names:
         m = LEGACY_SUFFIX_RE.search(name)
         if name.endswith("-wal") and name[: -len("-wal")] in names:
@@ -836,75 +700,85 @@ def legacy(cfg: Config, directory: str, *, dry_run: bool) -> tuple[dict[str, Any
             ignored.append(name)
             continue
         candidates.append((name, m["kind"], m["ts"]))
+    return candidates, ignored
 
-    def skip(name: str, reason: str, *, bad: bool = False) -> None:
-        nonlocal corrupt
-        corrupt = corrupt or bad
-        skipped.append({"name": name, "reason": reason})
-        (log.error if bad else log.warning if "impossible" in reason else log.info)("%s: skipped: %s", name, reason)
 
-    directory_out = catalog.phase_dir(cfg, "legacy")
+def _legacy_one(cfg: Config, run: _LegacyRun, src: Path, *, kind: str, base: str, ts: dt.datetime) -> str | None:
+    """Examine one legacy backup and, unless a dry run, take it into the legacy phase. Its new name, or None (skipped)."""
+    name = src.name
+    wal = Path(f"{src}-wal") if Path(f"{src}-wal").is_file() else None
+    work_parent = Path(tempfile.gettempdir()) if run.dry_run else catalog.phase_dir(cfg, "legacy")
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"{fsutil.TMP_PREFIX}legacy-", dir=work_parent) as tmp:
+            try:
+                found = examine(src, wal, Path(tmp), cfg.integrity_max_errors)
+            except UsageError as exc:
+                run.skip(name, f"corrupt: {exc.message}", bad=True)
+                return None
+            except IntegrityError as exc:
+                run.skip(name, "corrupt: " + "; ".join(exc.errors[1:4]), bad=True)
+                return None
+            if run.dry_run:
+                log.info("would import %s as %s (%s rows)", name, base, sum(found.tables.values()))
+                return f"{base}.db"
+            extra = {
+                "original_name": name,
+                "legacy_kind": kind,
+                "source_path": str(src),
+                "source_sha256": found.sha256,
+                "source_wal_sha256": found.wal_sha256,
+                "source_mtime": found.mtime,
+                "source_journal_mode": found.journal_mode,
+                "imported_at": catalog.iso(catalog.utcnow()),
+            }
+            result = backups.take_backup(
+                cfg, "legacy", None, "legacy-import", require_intact=True, base=base, now=ts, source=found.copy, extra=extra
+            )
+    except BackupNotIntact as exc:
+        run.skip(name, f"corrupt: the copy fails integrity_check: {exc.message}", bad=True)
+        return None
+    except OSError as exc:
+        raise _no_space(catalog.phase_dir(cfg, "legacy"), exc) from None
+    log.info("imported %s as %s", name, result.path.name)
+    return result.path.name
+
+
+def legacy(cfg: Config, directory: str, *, dry_run: bool) -> tuple[dict[str, Any], bool]:
+    """Import DIR's <db_name>.bak.<UTC> / .post.<UTC> files into the legacy phase. Returns (doc, any corrupt)."""
+    top = Path(directory).absolute()
+    if not top.is_dir():
+        raise UsageError(
+            f"{top} is not a directory", hint="give the directory holding the Windows-era backups (neo_live_stage1.db.bak.<UTC>)"
+        )
+    candidates, ignored = _legacy_candidates(top, cfg.db_name)
+    run = _LegacyRun(dry_run)
     with state_lock(cfg) if not dry_run else contextlib.nullcontext():
         if not dry_run:
-            backup.clean_stale_temps(cfg)
-            fsutil.ensure_real_dir(directory_out)
+            backups.clean_stale_temps(cfg)
+            fsutil.ensure_real_dir(catalog.phase_dir(cfg, "legacy"))
         done = _legacy_done(cfg)
         bases = {e.base: e for e in catalog.entries(cfg, ["legacy"])}
         for name, kind, stamp in candidates:
-            src = top / name
             try:
                 ts = dt.datetime.strptime(stamp, LEGACY_TS).replace(tzinfo=dt.timezone.utc)
             except ValueError:
-                skip(name, f"impossible date {stamp!r} in the name (expected YYYYMMDDTHHMMSSZ, a real UTC time)")
+                run.skip(name, f"impossible date {stamp!r} in the name (expected YYYYMMDDTHHMMSSZ, a real UTC time)")
                 continue
-            digest = fsutil.sha256_file(src)
-            if digest in done:
-                skip(name, f"already imported as {done[digest]}")
-                continue
+            digest = fsutil.sha256_file(top / name)
             base = catalog.base_name(cfg.db_stem, "legacy", None, ts)
-            if base in bases:
-                skip(name, f"another legacy backup has the same time ({bases[base].base}); import it by hand if it matters")
-                continue
-            wal = Path(f"{src}-wal") if Path(f"{src}-wal").is_file() else None
-            work_parent = Path(tempfile.gettempdir()) if dry_run else directory_out
-            try:
-                with tempfile.TemporaryDirectory(prefix=f"{fsutil.TMP_PREFIX}legacy-", dir=work_parent) as tmp:
-                    try:
-                        found = examine(src, wal, Path(tmp), cfg.integrity_max_errors)
-                    except UsageError as exc:
-                        skip(name, f"corrupt: {exc.message}", bad=True)
-                        continue
-                    except IntegrityError as exc:
-                        skip(name, "corrupt: " + "; ".join(exc.errors[1:4]), bad=True)
-                        continue
-                    if dry_run:
-                        imported.append(f"{base}.db")
-                        log.info("would import %s as %s (%s rows)", name, base, sum(found.tables.values()))
-                        continue
-                    extra = {
-                        "original_name": name,
-                        "legacy_kind": kind,
-                        "source_path": str(src),
-                        "source_sha256": found.sha256,
-                        "source_wal_sha256": found.wal_sha256,
-                        "source_mtime": found.mtime,
-                        "source_journal_mode": found.journal_mode,
-                        "imported_at": catalog.iso(catalog.utcnow()),
-                    }
-                    result = backup.take_backup(
-                        cfg, "legacy", None, "legacy-import", require_intact=True, base=base, now=ts, source=found.copy, extra=extra
-                    )
-            except backup.BackupNotIntact as exc:
-                skip(name, f"corrupt: the copy fails integrity_check: {exc.message}", bad=True)
-                continue
-            except OSError as exc:
-                raise _no_space(directory_out, exc) from None
-            imported.append(result.path.name)
-            done[digest] = base
-            log.info("imported %s as %s", name, result.path.name)
+            if digest in done:
+                run.skip(name, f"already imported as {done[digest]}")
+            elif base in bases:
+                run.skip(name, f"another legacy backup has the same time ({bases[base].base}); import it by hand if it matters")
+            else:
+                new_name = _legacy_one(cfg, run, top / name, kind=kind, base=base, ts=ts)
+                if new_name is not None:
+                    run.imported.append(new_name)
+                    if not dry_run:
+                        done[digest] = base
     for name in ignored:
-        log.info("%s: ignored (not a %s.bak.<UTC> or .post.<UTC> backup)", name, prefix)
-    doc = {"changed": bool(imported) and not dry_run, "imported": imported, "skipped": skipped, "ignored": ignored}
+        log.info("%s: ignored (not a %s.bak.<UTC> or .post.<UTC> backup)", name, cfg.db_name)
+    doc = {"changed": bool(run.imported) and not dry_run, "imported": run.imported, "skipped": run.skipped, "ignored": ignored}
     if dry_run:
         doc["dry_run"] = True
-    return doc, corrupt
+    return doc, run.corrupt

@@ -36,8 +36,8 @@ from typing import Any
 
 from .. import metrics, systemd
 from ..config import Config
+from ..core import sessions
 from ..errors import UsageError
-from . import session
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,12 @@ def _try_state_lock(cfg: Config) -> Iterator[bool]:
 
 def _session_open(cfg: Config) -> str | None:
     """Why a session counts as open, or None."""
-    current = session.load_current(cfg)
+    current = sessions.load_current(cfg)
     if current is None:
         return None
     return (
         f"session {current.get('session') or '(unknown ID)'} is {current.get('state')} "
-        f"({session.current_path(cfg)}{'; ' + current['problem'] if current.get('problem') else ''})"
+        f"({sessions.current_path(cfg)}{'; ' + current['problem'] if current.get('problem') else ''})"
     )
 
 

@@ -26,153 +26,27 @@ from typing import Any
 from .. import catalog, fsutil, sqlitedb, systemd
 from .. import config as config_mod
 from ..config import Config
+from ..core import backups, gates, health, retention
+from ..core.pipeline import BackupFailed, BackupNotIntact
+from ..core.sessions import (
+    OPEN,
+    REFUSED_START_TRIGGER,
+    STARTING,
+    boot_id,
+    clear_current,
+    counter_path,
+    current_path,
+    format_session,
+    highest_used,
+    load_current,
+    number_of,
+    read_counter,
+    save_current,
+)
 from ..errors import GateError, HotJournalError, IntegrityError, NeoDbError, UsageError
 from ..locking import state_lock
-from . import backup, check, health, prune
 
 log = logging.getLogger(__name__)
-
-STARTING = "starting"
-REFUSED_START_TRIGGER = "session-start-refused"
-OPEN = "open"
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def current_path(cfg: Config) -> Path:
-    return cfg.state_dir / "current_session.json"
-
-
-def load_current(cfg: Config) -> dict[str, Any] | None:
-    """The open-session marker, or None. A marker that is unreadable or has wrong types is reported (the
-    warning is under the key "problem") and read as an unclean previous session of unknown ID: its raw
-    files get preserved, which costs a copy, while ignoring it could cost a crashed session's -wal."""
-    path = current_path(cfg)
-    try:
-        doc = fsutil.read_json(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        problem = f"{path} is unreadable ({exc}): treating the previous session as unclean"
-        log.warning("%s", problem)
-        return {"session": None, "state": OPEN, "problem": problem}
-    wrong = []
-    if not isinstance(doc, dict):
-        wrong.append(f"it holds {_show(doc)}, not a JSON object")
-        doc = {}
-    session = doc.get("session")
-    if session is not None and not (isinstance(session, str) and _valid_session(session)):
-        wrong.append(f"'session' is {_show(session)}, not a session ID such as S053")
-        session = None
-    state = doc.get("state")
-    if state not in (STARTING, OPEN):
-        wrong.append(f"'state' is {_show(state)}, not {STARTING!r} or {OPEN!r}")
-        state = OPEN
-    if not wrong:
-        return doc
-    problem = f"{path} has wrong types ({'; '.join(wrong)}): treating the previous session as unclean"
-    log.warning("%s", problem)
-    return {**doc, "session": session, "state": state, "problem": problem}
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _valid_session(session: str) -> bool:
-    try:
-        catalog.check_session_id(session)
-    except UsageError:
-        return False
-    return True
-
-
-def _save_current(cfg: Config, doc: dict[str, Any]) -> None:
-    fsutil.write_json_atomic(current_path(cfg), doc)
-
-
-def _clear_current(cfg: Config) -> None:
-    fsutil.remove_quietly(current_path(cfg))
-    fsutil.fsync_dir(cfg.state_dir)
-
-
-def _counter_path(cfg: Config) -> Path:
-    return cfg.state_dir / "session_counter.json"
-
-
-def read_counter(cfg: Config) -> tuple[int | None, str | None]:
-    """(the last session number, None); (None, None) if there is no counter yet; (None, what is wrong) if it is damaged."""
-    try:
-        doc = fsutil.read_json(_counter_path(cfg))
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as exc:
-        return None, f"unreadable ({exc})"
-    value = doc.get("last_number") if isinstance(doc, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        where = f"'last_number' is {_show(value)}" if isinstance(doc, dict) else f"it holds {_show(doc)}"
-        return None, f'damaged ({where}; expected {{"last_number": <the last session number>}})'
-    return value, None
-
-
-def format_session(cfg: Config, number: int) -> str:
-    return f"{cfg.session_prefix}{number:0{cfg.session_number_width}d}"
-
-
-def _number_of(cfg: Config, session: str) -> int | None:
-    rest = session[len(cfg.session_prefix) :] if session.startswith(cfg.session_prefix) else ""
-    return int(rest) if rest.isascii() and rest.isdigit() else None
-
-
-def _session_dir_used(path: Path) -> bool:
-    """exports/sessions/<ID> belongs to a session that ran, unless all it holds is a db_health of refused starts."""
-    try:
-        if set(os.listdir(path)) - {"db_health.json"}:
-            return True  # the engine's summary, or anything else: the ID was used
-        block = fsutil.read_json(path / "db_health.json")["db_health"]
-        attempts = block["start_attempts"]
-        return not attempts or any(not isinstance(a, dict) or a.get("result") != "refused" for a in attempts)
-    except FileNotFoundError:
-        return False  # an empty directory
-    except (OSError, ValueError, KeyError, TypeError):
-        return True  # cannot tell: count it
-
-
-def _kept_by_a_refused_start(entry: catalog.Entry) -> bool:
-    """An abnormal_stop copy made by a refused start (_preserve_refused): its session never opened,
-    so its ID was not used (a retried start keeps it, and finds its earlier copy)."""
-    if entry.phase != "abnormal":
-        return False
-    try:
-        stop_doc = fsutil.read_json(entry.raw_dir / "stop.json") if entry.raw_dir is not None else entry.manifest
-    except (OSError, ValueError):
-        return False
-    return isinstance(stop_doc, dict) and stop_doc.get("trigger") == REFUSED_START_TRIGGER
-
-
-def highest_used(cfg: Config, previous: dict[str, Any] | None) -> tuple[int, str] | None:
-    """The highest session number (of this prefix) that was used, and where it was found: backup names,
-    exports/sessions/<ID>/ of sessions that ran, and the open-session marker."""
-    found: list[tuple[int, str]] = []
-    for e in catalog.entries(cfg):
-        number = _number_of(cfg, e.session) if e.session else None
-        if number is not None and not _kept_by_a_refused_start(e):
-            found.append((number, f"backup {e.base}"))
-    for item in fsutil.iter_entries(health.sessions_dir(cfg)):
-        number = _number_of(cfg, item.name)
-        if number is not None and item.is_dir(follow_symlinks=False) and _session_dir_used(Path(item.path)):
-            found.append((number, f"{item.path}/"))
-    if previous and previous.get("state") == OPEN and isinstance(previous.get("session"), str):
-        number = _number_of(cfg, previous["session"])
-        if number is not None:
-            found.append((number, f"the open session in {current_path(cfg)}"))
-    return max(found) if found else None
 
 
 def next_session(cfg: Config, previous: dict[str, Any] | None = None) -> tuple[str, int, str | None]:
@@ -182,7 +56,7 @@ def next_session(cfg: Config, previous: dict[str, Any] | None = None) -> tuple[s
     number follows the highest one found in the backups and exports. A damaged counter with
     no such evidence is refused (exit 2) rather than guessed.
     """
-    path = _counter_path(cfg)
+    path = counter_path(cfg)
     last, damage = read_counter(cfg)
     if last is not None:
         number = max(last + 1, cfg.session_first_number)
@@ -210,14 +84,14 @@ def next_session(cfg: Config, previous: dict[str, Any] | None = None) -> tuple[s
 
 
 def _commit_counter(cfg: Config, session: str) -> None:
-    number = _number_of(cfg, session)
+    number = number_of(cfg, session)
     if number is None:
         return
     last, damage = read_counter(cfg)
     if last is None or number > last:
         if damage:
-            log.warning("the session counter %s was %s; rewritten with %s", _counter_path(cfg), damage, session)
-        fsutil.write_json_atomic(_counter_path(cfg), {"last_number": number, "session": session})
+            log.warning("the session counter %s was %s; rewritten with %s", counter_path(cfg), damage, session)
+        fsutil.write_json_atomic(counter_path(cfg), {"last_number": number, "session": session})
 
 
 def _write_env(cfg: Config, session: str) -> None:
@@ -237,7 +111,7 @@ def _write_env(cfg: Config, session: str) -> None:
 
 
 def _first_run(cfg: Config) -> bool:
-    return not _counter_path(cfg).exists() and not catalog.entries(cfg)
+    return not counter_path(cfg).exists() and not catalog.entries(cfg)
 
 
 @dataclasses.dataclass
@@ -248,7 +122,7 @@ class StartOutcome:
 
 def _preserve_unclean(cfg: Config, previous: dict[str, Any], now_session: str) -> None:
     prev = previous.get("session")
-    same_boot = previous.get("boot_id") == _boot_id()
+    same_boot = previous.get("boot_id") == boot_id()
     stop = {
         "classification": "unclean_previous_session",
         "detail": f"session {prev} was still open when {now_session} started: its ExecStopPost never ran"
@@ -256,7 +130,7 @@ def _preserve_unclean(cfg: Config, previous: dict[str, Any], now_session: str) -
         "found_by": now_session,
     }
     log.warning("%s; preserving its files before anything opens the DB", stop["detail"])
-    kept, warnings = backup.preserve_abnormal(cfg, prev, "unclean-previous-session", stop)
+    kept, warnings = backups.preserve_abnormal(cfg, prev, "unclean-previous-session", stop)
     if prev and catalog.SESSION_RE.match(str(prev)):
         block = health.load(cfg, str(prev))
         block["stop"] = stop
@@ -280,7 +154,7 @@ def _engine_installed(cfg: Config) -> None:
 def session_start(cfg: Config, session: str | None, *, allow_missing: bool = False) -> StartOutcome:
     _engine_installed(cfg)
     with state_lock(cfg):
-        backup.clean_stale_temps(cfg)
+        backups.clean_stale_temps(cfg)
         previous = load_current(cfg)
         notes = [previous["problem"]] if previous and previous.get("problem") else []
         if session is None:
@@ -292,12 +166,12 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
                 _preserve_unclean(cfg, previous, session)
             else:
                 log.warning("the start of session %s was interrupted before it opened; no engine ran", previous.get("session"))
-            _clear_current(cfg)
+            clear_current(cfg)
 
         started = catalog.utcnow()
         _write_env(cfg, session)
-        _save_current(
-            cfg, {"session": session, "state": STARTING, "boot_id": _boot_id(), "started": catalog.iso(started), "pid": os.getpid()}
+        save_current(
+            cfg, {"session": session, "state": STARTING, "boot_id": boot_id(), "started": catalog.iso(started), "pid": os.getpid()}
         )
         block = health.load(cfg, session)
         block.update({"session": session, "db_path": str(cfg.db_path), "started_at": catalog.iso(started)})
@@ -307,17 +181,17 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
         attempts = block.setdefault("start_attempts", [])
         log.info("session %s: starting (DB %s)", session, cfg.db_path)
 
-        report = check.GateReport()
+        report = gates.GateReport()
         t0 = time.monotonic()
         timings: dict[str, float] = {}
         try:
             first_run = allow_missing or (not os.path.exists(cfg.db_path) and _first_run(cfg))
-            check.gate_filesystem(cfg, report)
-            present = check.gate_present(cfg, report, first_run)
+            gates.gate_filesystem(cfg, report)
+            present = gates.gate_present(cfg, report, first_run)
             if present:
-                check.gate_access(cfg, report)
-                check.gate_holders(cfg, report)
-                check.gate_structure(cfg, report)
+                gates.gate_access(cfg, report)
+                gates.gate_holders(cfg, report)
+                gates.gate_structure(cfg, report)
                 _integrity_and_pre_backup(cfg, session, report, block, timings)
             else:
                 block["pre_session_backup"] = None
@@ -338,12 +212,12 @@ def session_start(cfg: Config, session: str | None, *, allow_missing: bool = Fal
         block["gate"] = report.as_dict()
         block["timings"] = {"gate_and_pre_backup_seconds": report.seconds, **timings}
         attempts.append({"at": catalog.iso(started), "result": "opened"})
-        _save_current(
+        save_current(
             cfg,
             {
                 "session": session,
                 "state": OPEN,
-                "boot_id": _boot_id(),
+                "boot_id": boot_id(),
                 "started": catalog.iso(started),
                 "pre_session_backup": block.get("pre_session_backup_path"),
             },
@@ -393,7 +267,7 @@ def _preserve_refused(cfg: Config, session: str, block: dict[str, Any], exc: Gat
         "detail": f"session {session} was refused: {what}; preserving the raw files before anything else",
         "found_by": session,
     }
-    kept, warnings = backup.preserve_abnormal(cfg, session, REFUSED_START_TRIGGER, stop)
+    kept, warnings = backups.preserve_abnormal(cfg, session, REFUSED_START_TRIGGER, stop)
     block["refused_start_raw_copy"] = kept.get("raw_copy")
     block["refused_start_backup"] = kept.get("backup")
     block["refused_start_fingerprint"] = fingerprint
@@ -411,7 +285,7 @@ def _summary(result: list[str]) -> str:
 
 
 def _integrity_and_pre_backup(
-    cfg: Config, session: str, report: check.GateReport, block: dict[str, Any], timings: dict[str, float]
+    cfg: Config, session: str, report: gates.GateReport, block: dict[str, Any], timings: dict[str, float]
 ) -> None:
     """Gate 3 and the pre-session backup in one pass where possible.
 
@@ -423,7 +297,7 @@ def _integrity_and_pre_backup(
     if not cfg.pre_session_backup_enabled:
         block["pre_session_backup"] = None
         if cfg.integrity_check_on_startup:
-            check.gate_integrity(cfg, report)
+            gates.gate_integrity(cfg, report)
         else:
             report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
         return
@@ -435,12 +309,12 @@ def _integrity_and_pre_backup(
         if cfg.integrity_check_on_startup and sqlitedb.wal_is_empty(cfg.db_path):
             source_check = pool.submit(sqlitedb.check_file, cfg.db_path, cfg.integrity_max_errors)
         try:
-            result = backup.take_backup(
+            result = backups.take_backup(
                 cfg, "pre", session, "session-start", require_intact=cfg.integrity_check_on_startup, source_check=source_check
             )
-        except backup.BackupNotIntact as exc:
-            raise check.refusal(cfg, report, exc.errors) from None
-        except backup.BackupFailed as exc:
+        except BackupNotIntact as exc:
+            raise gates.refusal(cfg, report, exc.errors) from None
+        except BackupFailed as exc:
             if exc.source_corrupt:
                 report.integrity_check = [exc.message]
                 raise IntegrityError([exc.message]) from None
@@ -452,9 +326,9 @@ def _integrity_and_pre_backup(
             if source_check is not None:
                 report.integrity_check = source_check.result()
                 if report.integrity_check != ["ok"]:
-                    raise check.refusal(cfg, report, report.integrity_check) from None
+                    raise gates.refusal(cfg, report, report.integrity_check) from None
             elif cfg.integrity_check_on_startup:
-                check.gate_integrity(cfg, report)
+                gates.gate_integrity(cfg, report)
             else:
                 report.integrity_check = ["skipped (integrity_check_on_startup: false)"]
             return
@@ -529,7 +403,7 @@ def session_stop(cfg: Config, session: str | None, env: Mapping[str, str]) -> di
             else:
                 log.warning("session %s: abnormal stop: %s", session, info.detail)
                 if cfg.abnormal_stop_backup_enabled:
-                    kept, warnings = backup.preserve_abnormal(cfg, session, "session-stop", info.as_dict())
+                    kept, warnings = backups.preserve_abnormal(cfg, session, "session-stop", info.as_dict())
                     block["abnormal_stop_backup"] = kept.get("backup")
                     block["abnormal_raw_copy"] = kept.get("raw_copy")
                     block.setdefault("warnings", []).extend(warnings)
@@ -537,10 +411,10 @@ def session_stop(cfg: Config, session: str | None, env: Mapping[str, str]) -> di
                     block.setdefault("warnings", []).append("abnormal_stop_backup_enabled is false: nothing preserved")
         if session:
             health.save(cfg, session, block)
-        _clear_current(cfg)
+        clear_current(cfg)
         if cfg.prune_after_session and info.classification != "start_failed":
             try:
-                prune.run(cfg, dry_run=False, trigger="session-stop")
+                retention.run(cfg, dry_run=False, trigger="session-stop")
             except (NeoDbError, OSError) as exc:
                 log.warning("prune after the session failed: %s", exc)
         return block
@@ -554,7 +428,7 @@ def _post_backup(cfg: Config, session: str | None, block: dict[str, Any]) -> Non
         return
     t0 = time.monotonic()
     try:
-        result = backup.take_backup(cfg, "post", session, "session-stop")
+        result = backups.take_backup(cfg, "post", session, "session-stop")
     except NeoDbError as exc:
         warning = f"post-session backup FAILED: {exc.message}"
         log.error("%s", warning)

@@ -1,7 +1,7 @@
 """`neo-db snapshot`: publish a fresh read-only copy of the live DB for analysts.
 
-Backup API (one step, from a read-only connection: in WAL mode the engine's commits
-go on), then journal_mode=DELETE and integrity_check; written to exports_dir/snapshots/
+Through the verified-copy pipeline (core/pipeline.py: the backup API in one step from a
+read-only connection, so the engine's commits go on; integrity_check; sha256); written to exports_dir/snapshots/
 mode 0440 in the readers' group, renamed into place, with a `latest` symlink and a
 manifest. An analyst opens it with plain `sqlite3 'file:.../latest?mode=ro'`.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 from .. import catalog, fsutil, sqlitedb
 from ..config import Config
+from ..core import pipeline
 from ..errors import IntegrityError, NeoDbError
 from ..locking import state_lock
-from .backup import BackupFailed
 
 log = logging.getLogger(__name__)
 LATEST = "latest"
@@ -67,46 +67,38 @@ def take(cfg: Config) -> dict[str, Any]:
         base = f"{cfg.db_stem}_snapshot_{stamp}" + (f"-{n}" if n > 1 else "")
         final, manifest_final = directory / f"{base}.db", directory / f"{base}.json"
         tmp, manifest_tmp = fsutil.tmp_path_for(final), fsutil.tmp_path_for(manifest_final)
-        try:
-            fsutil.create_exclusive(tmp)
+        link_tmp = directory / f"{fsutil.TMP_PREFIX}{LATEST}.{os.getpid()}"
+        with pipeline.staged([tmp, manifest_tmp, link_tmp]):
             try:
-                stats = sqlitedb.backup_copy(cfg.db_path, tmp)
-            except sqlitedb.CopyError as exc:
-                failed = BackupFailed.copying(cfg, directory, exc)
+                checked = pipeline.copy_and_verify(cfg, cfg.db_path, tmp, directory)
+            except pipeline.BackupFailed as failed:
                 raise NeoDbError(f"snapshot {failed.message}", hint=failed.hint) from None
-            integrity = sqlitedb.check_file(tmp, cfg.integrity_max_errors)
-            if integrity != ["ok"]:
-                raise IntegrityError(integrity)
-            counts = sqlitedb.file_row_counts(tmp)
-            fsutil.fsync_file(tmp)
+            if not checked.intact:
+                raise IntegrityError(checked.integrity)
             manifest = {
                 "file": final.name,
                 "db_path": str(cfg.db_path),
                 "taken": catalog.iso(now),
-                "size": tmp.stat().st_size,
-                "sha256": fsutil.sha256_file(tmp),
-                "pages": stats.pages,
-                "copy_seconds": round(stats.seconds, 3),
-                "integrity_check": integrity,
-                "row_counts": counts,
+                "size": checked.size,
+                "sha256": checked.sha256,
+                "pages": checked.stats.pages,
+                "copy_seconds": round(checked.stats.seconds, 3),
+                "integrity_check": checked.integrity,
+                "row_counts": checked.counts,
                 "sqlite_version": sqlitedb.sqlite_version(),
             }
-            fsutil.write_json_atomic(manifest_tmp, manifest, mode=0o640)
+            pipeline.write_manifest(manifest_tmp, manifest_final, manifest)
             _share(cfg, tmp)
             _share(cfg, manifest_tmp)
-            os.replace(tmp, final)
-            os.replace(manifest_tmp, manifest_final)
-            link_tmp = directory / f"{fsutil.TMP_PREFIX}{LATEST}.{os.getpid()}"
             os.symlink(final.name, link_tmp)
-            os.replace(link_tmp, directory / LATEST)
-            fsutil.fsync_dir(directory)
-        except BaseException:
-            for p in (tmp, manifest_tmp):
-                fsutil.remove_quietly(p)
-            raise
+            pipeline.publish([(tmp, final), (manifest_tmp, manifest_final), (link_tmp, directory / LATEST)], directory)
         removed = _prune(cfg, directory)
     log.info(
-        "snapshot %s published (%d bytes, %.1fs copy); %s now points at it", final, manifest["size"], stats.seconds, directory / LATEST
+        "snapshot %s published (%d bytes, %.1fs copy); %s now points at it",
+        final,
+        manifest["size"],
+        checked.stats.seconds,
+        directory / LATEST,
     )
     return {"path": str(final), "latest": str(directory / LATEST), "manifest": manifest, "pruned": removed}
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, catalog, fsutil, sqlitedb
+from .. import catalog, fsutil
 from ..config import Config
-from .backup import BackupFailed, BackupResult, _verify, free_timestamp
+from . import pipeline
+from .pipeline import BackupFailed, BackupResult, free_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -34,80 +34,62 @@ def _free_dir(directory: Path, now: dt.datetime | None) -> tuple[Path, dt.dateti
 
 
 def _file_record(path: Path, source: Path) -> dict[str, Any]:
-    fsutil.fsync_file(path)
-    return {"source": str(source), "size": path.stat().st_size, "sha256": fsutil.sha256_file(path)}
+    return {"source": str(source), "size": path.stat().st_size, "sha256": pipeline.digest(path)}
+
+
+def _copy_extra_files(cfg: Config, tmp: Path, files: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """Copy each of extra_files that is a regular file into tmp, recording it in files; the others, named."""
+    missing = []
+    for source, dest in cfg.extra_files:
+        if not source.is_file() or source.is_symlink():
+            missing.append({"path": dest, "source": str(source), "why": "not a regular file" if source.exists() else "does not exist"})
+            log.info("extra file %s not captured: %s", source, missing[-1]["why"])
+            continue
+        target = tmp / dest
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fsutil.copy_raw(source, target)
+        files[dest] = _file_record(target, source)
+    return missing
+
+
+def _metadata(cfg: Config, trigger: str, started_at: dt.datetime, db_rel: str, checked: pipeline.Checked) -> dict[str, Any]:
+    return {
+        "timestamp": catalog.iso(started_at),
+        "layout": "snapshots",
+        "phase": "timed",
+        "session": None,
+        "trigger": trigger,
+        "file": db_rel,
+        "db_path": str(cfg.db_path),
+        **checked.manifest_fields(),
+        "notes": list(cfg.snapshot_notes),
+    }
 
 
 def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) -> BackupResult:
     """Write one complete snapshot directory, or raise BackupFailed leaving nothing under a final name."""
     directory = catalog.phase_dir(cfg, "timed")
-    try:
-        fsutil.ensure_real_dir(directory)
-    except OSError as exc:
-        raise BackupFailed.writing(cfg, directory, exc) from None
+    pipeline.ensure_dir(cfg, directory)
     final, started_at = _free_dir(directory, now)
     tmp = fsutil.tmp_path_for(final)
     db_rel = f"db/{cfg.db_name}"
     t0 = time.monotonic()
-    try:
+    with pipeline.staged([tmp], lambda exc: BackupFailed.writing(cfg, directory, exc)):
         os.mkdir(tmp, 0o750)
         os.mkdir(tmp / "db", 0o750)
-        copy = tmp / db_rel
-        fsutil.create_exclusive(copy)
-        try:
-            stats = sqlitedb.backup_copy(cfg.db_path, copy)
-        except sqlitedb.CopyError as exc:
-            raise BackupFailed.copying(cfg, directory, exc) from None
-        t_copy = time.monotonic()
-        try:
-            integrity, counts = _verify(copy, cfg.integrity_max_errors)
-        except Exception as exc:  # sqlite3.Error and friends: the copy is not a readable DB
-            integrity, counts = [f"cannot check the copy: {exc}"], {}
-        files = {db_rel: _file_record(copy, cfg.db_path)}
-        missing = []
-        for source, dest in cfg.extra_files:
-            target = tmp / dest
-            if not source.is_file() or source.is_symlink():
-                missing.append({"path": dest, "source": str(source), "why": "not a regular file" if source.exists() else "does not exist"})
-                log.info("extra file %s not captured: %s", source, missing[-1]["why"])
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            fsutil.copy_raw(source, target)
-            files[dest] = _file_record(target, source)
-        t_verify = time.monotonic()
-        metadata: dict[str, Any] = {
-            "timestamp": catalog.iso(started_at),
-            "layout": "snapshots",
-            "phase": "timed",
-            "session": None,
-            "trigger": trigger,
-            "file": db_rel,
-            "db_path": str(cfg.db_path),
-            "size": files[db_rel]["size"],
-            "sha256": files[db_rel]["sha256"],
-            "pages": stats.pages,
-            "integrity_check": integrity,
-            "verified_by": "integrity_check of the copy",
-            "row_counts": counts,
-            "sources": {rel: rec["source"] for rel, rec in files.items()},
-            "files": {rel: {"size": rec["size"], "sha256": rec["sha256"]} for rel, rec in files.items()},
-            "missing": missing,
-            "notes": list(cfg.snapshot_notes),
-            "sqlite_version": sqlitedb.sqlite_version(),
-            "neo_db_version": __version__,
-            "timings": {"copy_seconds": round(t_copy - t0, 3), "verify_seconds": round(t_verify - t_copy, 3)},
-        }
+        checked = pipeline.copy_and_verify(cfg, cfg.db_path, tmp / db_rel, directory)
+        files: dict[str, dict[str, Any]] = {db_rel: {"source": str(cfg.db_path), "size": checked.size, "sha256": checked.sha256}}
+        missing = _copy_extra_files(cfg, tmp, files)
+        metadata = _metadata(cfg, trigger, started_at, db_rel, checked)
+        metadata["sources"] = {rel: rec["source"] for rel, rec in files.items()}
+        metadata["files"] = {rel: {"size": rec["size"], "sha256": rec["sha256"]} for rel, rec in files.items()}
+        metadata["missing"] = missing
+        verify_seconds = time.monotonic() - t0 - checked.copy_seconds  # the copy's check and the extra files
+        metadata["timings"] = {"copy_seconds": round(checked.copy_seconds, 3), "verify_seconds": round(verify_seconds, 3)}
         fsutil.write_json_atomic(tmp / catalog.METADATA, metadata)
         for sub in {tmp, *(p.parent for p in tmp.rglob("*") if p.is_file())}:
             fsutil.fsync_dir(sub)
-        os.rename(tmp, final)
-        fsutil.fsync_dir(directory)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BackupFailed.writing(cfg, directory, exc) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        pipeline.publish([(tmp, final)], directory)
     result = BackupResult(final, metadata)
     log.log(
         logging.INFO if result.intact else logging.ERROR,
@@ -115,7 +97,7 @@ def take_snapshot(cfg: Config, trigger: str, *, now: dt.datetime | None = None) 
         final,
         len(files),
         sum(r["size"] for r in files.values()),
-        "ok" if result.intact else "FAILED: " + "; ".join(integrity[:3]),
+        "ok" if result.intact else "FAILED: " + "; ".join(checked.integrity[:3]),
         time.monotonic() - t0,
     )
     return result
