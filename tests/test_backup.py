@@ -128,3 +128,55 @@ def test_the_live_db_is_never_written_by_a_backup(runtime: Runtime) -> None:
     before = (runtime.db.read_bytes(), os.stat(runtime.db).st_mtime_ns)
     assert runtime.cli("backup").rc == 0
     assert (runtime.db.read_bytes(), os.stat(runtime.db).st_mtime_ns) == before
+
+
+def _backup_under_fsize_limit(runtime: Runtime, limit: int | None) -> subprocess.CompletedProcess[str]:
+    import resource
+
+    def cap() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [SYSTEM_PYTHON, str(NEO_DB), "backup"], env=runtime.env(), capture_output=True, text=True, timeout=120, preexec_fn=cap, check=False
+    )
+
+
+def test_a_file_size_limit_mid_copy_names_the_likely_cause_and_leaves_nothing(runtime: Runtime) -> None:
+    """EFBIG past `ulimit -f` reaches neo-db as SQLITE_IOERR_WRITE: the hint must not send the operator
+    to permissions (the old hint), but to a full filesystem or the file-size limit."""
+    make_db(runtime.db, rows=2000)
+    r = _backup_under_fsize_limit(runtime, 100 * 1024)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "SQLITE_IOERR_WRITE" in r.stderr
+    assert "file-size limit" in r.stderr and "ulimit -f" in r.stderr and "likely full" in r.stderr, r.stderr
+    assert "readable" not in r.stderr, r.stderr
+    assert backup_files(runtime.backups / "manual") == []
+    # positive control: the same backup without the limit is made, and lands where the check looks
+    ok = _backup_under_fsize_limit(runtime, None)
+    assert ok.returncode == 0, ok.stderr
+    assert [p.suffix for p in backup_files(runtime.backups / "manual")] == [".db", ".json"]
+
+
+def test_a_disk_full_while_finishing_the_copy_leaves_no_tmp_sidecars(runtime: Runtime) -> None:
+    """A tmpfs that holds the copy but not its -shm: SQLite fails switching the copy to DELETE mode
+    (SQLITE_IOERR_SHMSIZE) and leaves the temp's -wal and -shm; the failed run removes them itself."""
+    make_db(runtime.db, rows=2000)
+    mnt = runtime.backups
+    mnt.mkdir()
+    size_k = -(-runtime.db.stat().st_size // 4096) * 4 + 8  # the copy fits, its 32 KiB -shm does not
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_k}k", "tmpfs", str(mnt)], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        r = runtime.cli("backup")
+        assert r.rc == 1, r.err
+        assert "SQLITE_IOERR_SHMSIZE" in r.err and "likely full" in r.err, r.err
+        assert backup_files(mnt / "manual") == [], "the failed run left files behind"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    # positive control: with room, the backup is made and listed by the same check
+    ok = runtime.cli("backup")
+    assert ok.rc == 0, ok.err
+    assert [p.suffix for p in backup_files(mnt / "manual")] == [".db", ".json"]

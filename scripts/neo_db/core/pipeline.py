@@ -36,6 +36,13 @@ VERIFIED_BY_COPY = "integrity_check of the copy"
 VERIFIED_BY_SOURCE = "integrity_check of the live DB, and a page-by-page comparison of the copy with it"
 
 
+# SQLite's names for a failed write into the copy (ENOSPC half-way through the -shm, EFBIG past `ulimit -f`)
+_WRITE_ERRORS = ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_TRUNCATE")
+
+# What SQLite may leave beside a copy it had open when the copy failed
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
 class BackupFailed(NeoDbError):
     """The backup could not be written (disk full, unwritable dir, unreadable source)."""
 
@@ -58,6 +65,11 @@ class BackupFailed(NeoDbError):
             hint = "run 'neo-db check': the live DB is likely corrupt"
         elif "full" in text:  # SQLITE_FULL: the copy's filesystem
             hint = f"the filesystem holding {directory} is full: free space there (df -h {directory}; 'neo-db prune'), then retry"
+        elif any(name in text for name in _WRITE_ERRORS):  # ENOSPC or EFBIG on a write SQLite reports as an I/O error
+            hint = (
+                f"writing the copy into {directory} failed: its filesystem is likely full, or a file-size limit is too low "
+                f"(df -h {directory}; ulimit -f; LimitFSIZE= of the unit): free space ('neo-db prune') or raise the limit, then retry"
+            )
         elif not cfg.db_path.is_file():
             hint = f"there is no live DB at {cfg.db_path} (db_path in {cfg.source}): restore one ('neo-db list', 'neo-db restore NAME')"
         else:
@@ -256,8 +268,9 @@ def publish(moves: list[tuple[Path, Path]], directory: Path) -> None:
 
 
 def discard(temps: list[Path]) -> None:
-    """Remove temps (files or directory trees) after a failure; a temp that will not go is left to the next run."""
-    for path in temps:
+    """Remove temps (files or directory trees), and the -wal/-shm/-journal SQLite left beside a temp copy,
+    after a failure; a temp that will not go is left to the next run."""
+    for path in [p for t in temps for p in (t, *(t.with_name(t.name + s) for s in _SIDECARS))]:
         try:
             fsutil.remove_quietly(path)
         except OSError as exc:
