@@ -180,3 +180,39 @@ def test_a_disk_full_while_finishing_the_copy_leaves_no_tmp_sidecars(runtime: Ru
     ok = runtime.cli("backup")
     assert ok.rc == 0, ok.err
     assert [p.suffix for p in backup_files(mnt / "manual")] == [".db", ".json"]
+
+
+def test_a_writer_holding_the_db_exclusive_fails_the_backup_named_instead_of_hanging(runtime: Runtime) -> None:
+    """Python's backup() retries SQLITE_BUSY forever: a writer in EXCLUSIVE locking mode hung `neo-db backup`
+    (and the state lock) for as long as it held the DB. Now the copy gives up after COPY_LOCK_WAIT_S, named."""
+    make_db(runtime.db, rows=2000, wal=False)
+    holder = subprocess.Popen(
+        [
+            SYSTEM_PYTHON,
+            "-c",
+            "import sqlite3,sys,time\n"
+            "c=sqlite3.connect(sys.argv[1],isolation_level=None)\n"
+            "c.execute('PRAGMA locking_mode=EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE')\n"
+            "c.execute(\"INSERT INTO trades(symbol) VALUES ('X')\")\n"
+            "print('ready', flush=True); sys.stdin.read()\n",
+            str(runtime.db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and "ready" in holder.stdout.readline()
+        t0 = time.monotonic()
+        r = runtime.cli("backup", timeout=60)
+        took = time.monotonic() - t0
+        assert r.rc == 1, r.err
+        assert "stayed locked by another process" in r.err and "neo-db holders" in r.err, r.err
+        assert "Traceback" not in r.err and took < 40, took
+        assert [p for p in backup_files(runtime.backups / "manual") if not p.name.startswith(".tmp-")] == []
+    finally:
+        holder.communicate("", timeout=30)  # stdin closed: the holder rolls back and exits
+    # positive control: the lock released, the same backup is made
+    ok = runtime.cli("backup")
+    assert ok.rc == 0, ok.err
+    assert [p.suffix for p in backup_files(runtime.backups / "manual")] == [".db", ".json"]

@@ -25,6 +25,10 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 JOURNAL_MAGIC = bytes.fromhex("d9d505f920a163d7")  # a rollback journal's header (zeroed once it is done)
 WAL_MAGICS = (0x377F0682, 0x377F0683)
 WAL_VERSION = 3007000
+# How long a copy waits for a writer's lock on the live DB before it fails, named. Python's
+# Connection.backup() retries SQLITE_BUSY forever: a writer holding the DB in EXCLUSIVE locking
+# mode (or one long write transaction) would hang the backup, and the state lock, with it.
+COPY_LOCK_WAIT_S = 10.0
 MMAP_MAX = 1 << 40  # the integrity check maps the whole file; SQLite caps it at its compile-time limit
 # The live file set: the DB, its -wal and -shm, and a (hot) rollback -journal, which the
 # next read-write open plays back into whatever DB file then has the name.
@@ -526,6 +530,20 @@ def backup_copy(source: Path, dest: Path) -> CopyStats:
     except sqlite3.Error as exc:
         raise CopyError(f"cannot open {source} read-only: {exc}", source_corrupt=False) from None
     try:
+        try:  # a read transaction first, within a bounded busy wait: the one-step copy below then never waits
+            src.execute(f"PRAGMA busy_timeout={int(COPY_LOCK_WAIT_S * 1000)}")
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        except sqlite3.Error as exc:
+            name = error_name(exc)
+            if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
+                raise CopyError(
+                    f"{name}: {source} stayed locked by another process for {COPY_LOCK_WAIT_S:.0f}s ({exc}); "
+                    "a writer in EXCLUSIVE locking mode or a long write transaction: 'neo-db holders' names it",
+                    source_corrupt=False,
+                ) from None
+            corrupt = name in _SOURCE_ERRORS or "malformed" in str(exc) or "not a database" in str(exc)
+            raise CopyError(f"{name or 'error'}: {exc}", source_corrupt=corrupt) from None
         dst = sqlite3.connect(os.fspath(dest), isolation_level=None)
         try:
             try:

@@ -65,6 +65,8 @@ class BackupFailed(NeoDbError):
             hint = "run 'neo-db check': the live DB is likely corrupt"
         elif "full" in text:  # SQLITE_FULL: the copy's filesystem
             hint = f"the filesystem holding {directory} is full: free space there (df -h {directory}; 'neo-db prune'), then retry"
+        elif "stayed locked" in text:  # a writer held its lock past sqlitedb.COPY_LOCK_WAIT_S
+            hint = f"'neo-db holders' names the process holding {cfg.db_path}; retry when its write ends, or stop it"
         elif any(name in text for name in _WRITE_ERRORS):  # ENOSPC or EFBIG on a write SQLite reports as an I/O error
             hint = (
                 f"writing the copy into {directory} failed: its filesystem is likely full, or a file-size limit is too low "
