@@ -308,7 +308,7 @@ def test_confirm_and_session_start_refuse_while_the_engine_is_not_installed(prov
     refused = provisioned.cli("session-start")
     assert refused.rc == 2, refused.err
     assert f"the engine {engine} (ExecStart of neo-engine.service) is not installed" in refused.err, refused.err
-    assert "install the engine there" in refused.err and "neo_safeguards_engine_exec_start" in refused.err
+    assert "install the engine there" in refused.err and "neo_engine_exec_start" in refused.err
     assert "Traceback" not in refused.err and "internal error" not in refused.err
     assert provisioned.files("pre_session") == backups_before  # no backup, no session taken
     assert sorted(p.name for p in provisioned.state.iterdir()) == counter_before

@@ -102,8 +102,8 @@ def test_the_unit_never_restarts_through_any_gate_exit_code() -> None:
     """RestartPreventExitStatus= (the role's list) holds every gate code neo-db can fail closed with."""
     from neo_db import errors
 
-    role_vars = yaml.safe_load((ROOT / "roles" / "neo_safeguards" / "vars" / "main.yml").read_text())
-    assert sorted(role_vars["_neo_safeguards_gate_exit_codes"]) == sorted(errors.GATE_EXIT_CODES)
+    role_vars = yaml.safe_load((ROOT / "roles" / "neo_engine" / "vars" / "main.yml").read_text())
+    assert sorted(role_vars["_neo_engine_gate_exit_codes"]) == sorted(errors.GATE_EXIT_CODES)
 
 
 def test_molecule_converges_the_production_inventorys_host_variables() -> None:

@@ -63,10 +63,11 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
         ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
         (
-            "safeguards",
-            {"neo_safeguards_engine_restart": "on-failure"},
-            ['neo_safeguards_engine_restart is "on-failure"', "systemd issue 11868", "on-failure or always would restart through a gate"],
+            "engine",
+            {"neo_engine_restart": "on-failure"},
+            ['neo_engine_restart is "on-failure"', "systemd issue 11868", "on-failure or always would restart through a gate"],
         ),
+        ("engine", {"neo_engine_exec_start": "demo-engine --db x"}, ["neo_engine_exec_start must start with an absolute path"]),
         ("safeguards", {"neo_safeguards_umask": 27}, ["neo_safeguards_umask", "quoted octal"]),
         ("safeguards", {"neo_safeguards_layout": "flat"}, ["neo_safeguards_layout", "phases, snapshots"]),
         ("runtime", {"neo_runtime_backup_subdirs": ["../escape"]}, ["neo_runtime_backup_subdirs must be a non-empty list of plain"]),
@@ -119,12 +120,12 @@ def test_a_bad_notifier_url_is_named_but_never_shown(inventory: Path) -> None:
 def test_a_restart_policy_that_loops_through_the_gate_is_refused_with_the_systemd_reason(inventory: Path) -> None:
     restart = "always"  # on-failure: the parametrized case above
     """Issue 17.4: the operator sees the role's explanation (systemd#11868), not a bare `choices:` refusal."""
-    rc, out = play(inventory, "safeguards", {"neo_safeguards_engine_restart": restart})
+    rc, out = play(inventory, "engine", {"neo_engine_restart": restart})
     assert rc != 0, out[-3000:]
-    assert f"neo_safeguards_engine_restart is {json.dumps(restart)}" in out and "systemd issue 11868" in out, out[-3000:]
+    assert f"neo_engine_restart is {json.dumps(restart)}" in out and "systemd issue 11868" in out, out[-3000:]
     assert "must be one of" not in out, out[-3000:]
     # Positive control: an allowed policy passes the same assert (the play goes on past it, no explanation shown).
-    rc, out = play(inventory, "safeguards", {"neo_safeguards_engine_restart": "on-abort"})
+    rc, out = play(inventory, "engine", {"neo_engine_restart": "on-abort"})
     assert "Ensure the restart policy cannot loop through a refused gate" in out and "systemd issue 11868" not in out, out[-3000:]
 
 
@@ -140,6 +141,13 @@ def typed_options() -> list[tuple[str, str, str, Any]]:
         options = yaml.safe_load(spec.read_text())["argument_specs"]["main"]["options"]
         found += [(spec.parent.parent.name, k, v["type"], v.get("default")) for k, v in options.items() if v.get("type") in ("int", "bool")]
     return found
+
+
+def site_order() -> list[str]:
+    """The roles in site.yml's order: neo_engine reads neo_safeguards' variables, so it comes after it."""
+    plays = yaml.safe_load((ROLES_DIR.parent / "site.yml").read_text())
+    names = [entry["role"] for play in plays for entry in play["roles"]]
+    return list(dict.fromkeys(names))
 
 
 def key_value(default: Any) -> str:
@@ -189,7 +197,7 @@ def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: 
     rendered neo-db config holds real numbers and booleans."""
     options = typed_options()
     assert len(options) > 20, options
-    roles = sorted({role for role, *_ in options})
+    roles = sorted({role for role, *_ in options}, key=site_order().index)
     playbook = validation_playbook(tmp_path, roles)
     extra = [arg for _, key, _, default in options for arg in ("-e", f"{key}={key_value(default)}")]
     rc, out = run_playbook(inventory, playbook, *extra, "-e", "neo_safeguards_backup_retention_count=12")
@@ -207,7 +215,7 @@ def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: 
             "neo_safeguards_backup_retention_days=7",
             "neo_safeguards_backup_retention_days (key 'backup_retention_days'): value 7 is not allowed; expected a whole number from 14",
         ),
-        ("neo_safeguards_engine_enabled=maybe", "neo_safeguards_engine_enabled"),
+        ("neo_engine_enabled=maybe", "neo_engine_enabled"),
         ("neo_logrotate_rotate=0", "neo_logrotate_rotate a whole number of at least 1"),
         ("neo_monitoring_notify_retries=11", "neo_monitoring_notify_retries"),
     ):

@@ -378,7 +378,7 @@ def engine_program_problem(unit: str, view: UnitView) -> tuple[str | None, str]:
     if not commands:
         return f"{full_name(unit)} has no ExecStart= ({where})", f"ExecStart: none ({where})"
     path = commands[0].path
-    fix = "install the engine there first, or point ExecStart at it (the role's neo_safeguards_engine_exec_start)"
+    fix = "install the engine there first, or point ExecStart at it (the neo_engine role's neo_engine_exec_start)"
     if not os.path.exists(path):
         problem = f"the engine {path} (ExecStart of {full_name(unit)}) is not installed: {fix}"
         return problem, f"ExecStart runs {path}: not installed ({where})"
