@@ -10,6 +10,7 @@ reference measured in the same run. Writes bench/results.json and bench/results.
   BENCH_SKIP_PROVISION=1  skip the stand-in provisioning measurement
   BENCH_ONLY=monitoring   only the monitoring costs (issue 13); writes bench/results-monitoring.json
   BENCH_ONLY=scaling      only the gate scaling measurement (printed)
+  BENCH_ONLY=provision    only site.yml converge + rerun over SSH; writes bench/results-provision.json
 """
 
 from __future__ import annotations
@@ -346,7 +347,24 @@ def _provision_once(connection: str) -> dict[str, Any]:
     subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
     publish = ["-p", "127.0.0.1::22"] if connection == "ssh" else []
     subprocess.run(
-        ["podman", "run", "-d", "--name", name, *publish, "--systemd=always", image, "/sbin/init"], check=True, capture_output=True
+        # NET_ADMIN: the host baseline loads its nftables ruleset (as in standin/demo.sh and molecule)
+        [
+            "podman",
+            "run",
+            "-d",
+            "--name",
+            name,
+            *publish,
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-add",
+            "SYS_PTRACE",
+            "--systemd=always",
+            image,
+            "/sbin/init",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         _boot(name)
@@ -377,6 +395,7 @@ def _provision_once(connection: str) -> dict[str, Any]:
             if proc.returncode != 0:
                 raise RuntimeError(f"site.yml {label} over {connection} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
             runs.append((label, time.perf_counter() - t0, proc.stdout))
+            (WORK / f"site-{label}-{connection}.log").write_text(proc.stdout)  # every task's result, for reading
             if count:
                 trips[label] = len(count.read_text().splitlines())
         ping = _ping_seconds(inv, connection)
@@ -540,11 +559,58 @@ def main_scaling() -> int:
     return 0
 
 
+def provisioning_rows(p: dict[str, Any] | None, pp: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """The table rows of the provisioning measurement, over SSH (p) and over podman exec (pp)."""
+    rows: list[tuple[str, str, str]] = []
+    for prov, how, target in ((p, "ssh, pipelining", "(reference)"), (pp, "podman exec", "(no pipelining)")):
+        if prov:
+            rows += [
+                (
+                    f"site.yml rerun / converge ({how}; median of {prov['runs']}: {prov['rerun_seconds']:.0f}s / {prov['converge_seconds']:.0f}s)",
+                    f"{prov['rerun_over_converge']:.2f}x",
+                    target,
+                ),
+                (f"site.yml rerun changed ({how})", str(prov["rerun_changed"]), "0"),
+            ]
+            if prov.get("rerun_over_ping"):
+                rows += [
+                    (
+                        f"site.yml rerun / one ping round trip ({how}; {prov['rerun_seconds']:.1f}s / {prov['ping_seconds']:.2f}s)",
+                        f"{prov['rerun_over_ping']:.0f}x",
+                        "<= 25x",
+                    ),
+                    (
+                        f"module round trips per rerun / per first converge ({how})",
+                        f"{prov['round_trips_rerun']} / {prov['round_trips_converge']}",
+                        "",
+                    ),
+                ]
+    return rows
+
+
+def main_provision() -> int:
+    """BENCH_ONLY=provision: the site.yml converge and rerun over SSH alone (issue 18), without the DB benchmarks."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    p = provisioning("ssh")
+    if p is None:
+        say("no podman or ssh here, or BENCH_SKIP_PROVISION=1: nothing measured")
+        return 1
+    (ROOT / "bench" / "results-provision.json").write_text(json.dumps(p, indent=2) + "\n")
+    rows = [*provisioning_rows(p, None), ("tasks per run", str(p["tasks_per_run"]), "")]
+    width = max(len(a) for a, _, _ in rows)
+    for a, b, c in rows:
+        say(f"{a:<{width}}  {b:>10}  {c}")
+    say("slowest rerun tasks: " + "; ".join(f"{t} {s:.1f}s" for t, s in p["slowest_rerun_tasks"]))
+    return 0
+
+
 def main() -> int:
     if os.environ.get("BENCH_ONLY") == "monitoring":
         return main_monitoring()
     if os.environ.get("BENCH_ONLY") == "scaling":
         return main_scaling()
+    if os.environ.get("BENCH_ONLY") == "provision":
+        return main_provision()
     WORK.mkdir(parents=True, exist_ok=True)
     say(f"neo-db benchmarks: {MAIN_MB} MiB main DB, sizes {SIZES}, {REPEAT} runs per command, work dir {WORK}")
     dbs = {mb: WORK / f"db{mb}" / "db" / "neo_live_stage1.db" for mb in SIZES}
@@ -595,29 +661,7 @@ def main() -> int:
         ("session-start: metrics on / off", f"{1 + results['monitoring']['session_start_metrics_overhead']:.3f}x", "<= 1.05x"),
         ("neo-db metrics / list --json, 10k backups", f"{results['monitoring']['metrics_over_list_10k']:.2f}x", "<= 2x"),
     ]
-    for prov, how, target in ((p, "ssh, pipelining", "<= 0.50x"), (pp, "podman exec", "(no pipelining)")):
-        if prov:
-            rows += [
-                (
-                    f"site.yml rerun / converge ({how}; median of {prov['runs']}: {prov['rerun_seconds']:.0f}s / {prov['converge_seconds']:.0f}s)",
-                    f"{prov['rerun_over_converge']:.2f}x",
-                    target,
-                ),
-                (f"site.yml rerun changed ({how})", str(prov["rerun_changed"]), "0"),
-            ]
-            if prov.get("rerun_over_ping"):
-                rows += [
-                    (
-                        f"site.yml rerun / one ping round trip ({how}; {prov['rerun_seconds']:.1f}s / {prov['ping_seconds']:.2f}s)",
-                        f"{prov['rerun_over_ping']:.0f}x",
-                        "<= 25x",
-                    ),
-                    (
-                        f"module round trips per rerun / per first converge ({how})",
-                        f"{prov['round_trips_rerun']} / {prov['round_trips_converge']}",
-                        "",
-                    ),
-                ]
+    rows += provisioning_rows(p, pp)
     if p or pp:
         rows.append(("tasks per run", str((p or pp)["tasks_per_run"]), ""))
     width = max(len(a) for a, _, _ in rows)
