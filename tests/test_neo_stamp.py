@@ -1,0 +1,196 @@
+"""library/neo_stamp.py, run the way Ansible runs it (a JSON args file), on real files in a temp dir."""
+# ruff: noqa: S103  (the modes are set on purpose: they are what the stamp must notice)
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = ROOT / "library" / "neo_stamp.py"
+NOBODY = 65534
+
+
+def run(tmp_path: Path, mode: str, check_mode: bool = False, **args: Any) -> dict[str, Any]:
+    params = {"mode": mode, "name": "neo_test", "digest": "d" * 64, "stamp_dir": str(tmp_path / "stamps"), **args}
+    if check_mode:
+        params["_ansible_check_mode"] = True
+    args_file = tmp_path / f"args-{mode}.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    assert not result.get("failed"), result
+    return result
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Any]:
+    """A managed dir, a file in it, a symlinked dir; the args that name them."""
+    managed = tmp_path / "managed"
+    managed.mkdir(mode=0o750)
+    os.chmod(managed, 0o750)
+    conf = managed / "app.conf"
+    conf.write_text("key = 1\n")
+    os.chmod(conf, 0o644)
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "volume")
+    return {"paths": [str(managed), str(conf), str(tmp_path / "linked"), str(tmp_path / "absent")]}
+
+
+def check(tmp_path: Path, tree: dict[str, Any], **over: Any) -> dict[str, Any]:
+    result = run(tmp_path, "check", **{**tree, **over})
+    assert result["changed"] is False
+    return result
+
+
+def test_record_then_check_is_current_and_record_again_changes_nothing(tmp_path: Path, tree: dict[str, Any]) -> None:
+    assert check(tmp_path, tree)["reasons"] == ["no stamp yet"]
+    assert run(tmp_path, "record", **tree)["changed"] is True
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    assert (stamp.stat().st_mode & 0o777, (tmp_path / "stamps").stat().st_mode & 0o777) == (0o600, 0o700)
+    result = check(tmp_path, tree)
+    assert (result["current"], result["reasons"], result["stamp"]) == (True, [], str(stamp))
+    assert run(tmp_path, "record", **tree)["changed"] is False
+    # no leftover temp file from the atomic write
+    assert sorted(p.name for p in (tmp_path / "stamps").iterdir()) == ["neo_test.json"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda t: os.chmod(t / "managed", 0o755), "managed: mode 0755, was 0750"),
+        (lambda t: (t / "managed" / "app.conf").write_text("key = 2\n"), "app.conf: content changed"),
+        (lambda t: os.chown(t / "managed" / "app.conf", NOBODY, -1), f"app.conf: owner uid {NOBODY}, was 0"),
+        (lambda t: os.chown(t / "managed" / "app.conf", -1, NOBODY), f"app.conf: group gid {NOBODY}, was 0"),
+        (lambda t: (t / "managed" / "app.conf").unlink(), "app.conf: absent, was file"),
+        (lambda t: shutil.rmtree(t / "managed"), "managed: absent, was directory"),
+        (
+            lambda t: ((t / "managed" / "app.conf").unlink(), (t / "managed" / "app.conf").symlink_to("/etc/hostname")),
+            "app.conf: symlink, was file",
+        ),
+        (lambda t: (t / "absent").mkdir(), "absent: directory, was absent"),
+        (lambda t: os.chmod(t / "volume", 0o700), "linked (through the symlink): mode 0700, was 0755"),
+        (lambda t: ((t / "linked").unlink(), (t / "linked").symlink_to(t / "managed")), "linked: symlink target"),
+    ],
+    ids=["mode", "content", "owner", "group", "deleted", "dir-deleted", "now-symlink", "appeared", "through-link", "retargeted"],
+)
+def test_each_drift_is_named_and_not_current(tmp_path: Path, tree: dict[str, Any], change: Any, reason: str) -> None:
+    os.chmod(tmp_path / "volume", 0o755)
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True  # the positive control, same tree
+    change(tmp_path)
+    result = check(tmp_path, tree)
+    assert result["current"] is False
+    assert any(reason in r for r in result["reasons"]), result["reasons"]
+    # a new record makes it current again
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True
+
+
+def test_a_different_digest_or_path_list_is_not_current(tmp_path: Path, tree: dict[str, Any]) -> None:
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True
+    assert check(tmp_path, tree, digest="e" * 64)["reasons"] == ["stamp digest differs: role inputs or code changed"]
+    fewer = check(tmp_path, {"paths": tree["paths"][:-1]})
+    assert fewer["current"] is False
+    assert fewer["reasons"] == ["the role's paths, units or packages differ from the recorded ones"]
+
+
+def test_check_mode_records_nothing(tmp_path: Path, tree: dict[str, Any]) -> None:
+    result = run(tmp_path, "record", check_mode=True, **tree)
+    assert result["changed"] is True
+    assert not (tmp_path / "stamps").exists()
+    run(tmp_path, "record", **tree)
+    before = (tmp_path / "stamps" / "neo_test.json").read_bytes()
+    os.chmod(tmp_path / "managed", 0o700)
+    assert run(tmp_path, "record", check_mode=True, **tree)["changed"] is True
+    assert (tmp_path / "stamps" / "neo_test.json").read_bytes() == before
+    assert check(tmp_path, tree)["current"] is False
+    # check mode of the check itself: read only, same answer
+    os.chmod(tmp_path / "managed", 0o750)
+    assert run(tmp_path, "check", check_mode=True, **tree)["current"] is True
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"format": 1, "name": "neo_test", "digest": "dd', b"", b"[1, 2]", b'{"format": 1, "snapshot": {"paths": 3}}', b"\xff\xfe"]
+)
+def test_a_corrupt_stamp_is_not_current_with_a_reason(tmp_path: Path, tree: dict[str, Any], content: bytes) -> None:
+    run(tmp_path, "record", **tree)
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    good = stamp.read_bytes()
+    assert check(tmp_path, tree)["current"] is True
+    stamp.write_bytes(content)
+    result = check(tmp_path, tree)
+    assert result["current"] is False
+    assert result["reasons"] and all("stamp" in r for r in result["reasons"]), result["reasons"]
+    stamp.write_bytes(good)
+    assert check(tmp_path, tree)["current"] is True
+
+
+@pytest.mark.parametrize(
+    ("target", "spoil", "fix"),
+    [
+        ("stamps", lambda p: os.chown(p, NOBODY, -1), "chown root:root"),
+        ("stamps", lambda p: os.chmod(p, 0o770), "chmod 0700"),
+        ("stamps", lambda p: os.chmod(p, 0o702), "chmod 0700"),
+        ("stamps/neo_test.json", lambda p: os.chmod(p, 0o620), "rm "),
+        ("stamps/neo_test.json", lambda p: os.chown(p, NOBODY, -1), "rm "),
+    ],
+)
+def test_an_untrusted_stamp_dir_or_file_is_refused(tmp_path: Path, tree: dict[str, Any], target: str, spoil: Any, fix: str) -> None:
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True
+    spoil(tmp_path / target)
+    result = check(tmp_path, tree)
+    assert result["current"] is False
+    assert len(result["reasons"]) == 1 and "not trusted" in result["reasons"][0] and fix in result["reasons"][0], result
+    # a record (the next full converge) puts the directory right and rewrites the file
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True
+
+
+def test_packages_by_dpkg_query(tmp_path: Path, tree: dict[str, Any]) -> None:
+    if not shutil.which("dpkg-query"):
+        pytest.skip("no dpkg-query here")
+    installed = "python3"
+    assert subprocess.run(["dpkg-query", "-W", installed], capture_output=True, check=False).returncode == 0
+    packages = [installed, "neo-no-such-package"]
+    run(tmp_path, "record", packages=packages, **tree)
+    assert check(tmp_path, tree, packages=packages)["current"] is True
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    data = json.loads(stamp.read_text())
+    assert data["snapshot"]["packages"] == {installed: "install ok installed", "neo-no-such-package": "not installed"}
+    # as if python3 had been removed since the record: the recorded status differs from the box's
+    data["snapshot"]["packages"][installed] = "deinstall ok config-files"
+    stamp.write_text(json.dumps(data))
+    result = check(tmp_path, tree, packages=packages)
+    assert result["reasons"] == [f"package {installed}: install ok installed, was deinstall ok config-files"]
+
+
+def test_units_fail_closed_when_systemctl_cannot_answer(tmp_path: Path, tree: dict[str, Any]) -> None:
+    booted = Path("/run/systemd/system").is_dir()
+    run(tmp_path, "record", units=["ssh.service"], **tree)
+    result = check(tmp_path, tree, units=["ssh.service"])
+    if booted:
+        assert result["current"] is True, result
+        pytest.skip("systemd runs here: fail-closed path not reachable without breaking systemctl")
+    assert result["current"] is False
+    assert [r for r in result["reasons"] if r.startswith("systemctl unavailable")], result["reasons"]
+    # the positive control: the same stamp without units is current
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True
+    # and with systemctl missing from the PATH altogether
+    env_path = os.environ["PATH"]
+    try:
+        os.environ["PATH"] = str(tmp_path / "empty")
+        run(tmp_path, "record", units=["ssh.service"], **tree)
+        missing = check(tmp_path, tree, units=["ssh.service"])
+    finally:
+        os.environ["PATH"] = env_path
+    assert missing["reasons"][0].startswith("systemctl unavailable"), missing
