@@ -5,9 +5,11 @@ Runs on the box's python3 (3.10-3.13), standard library plus Ansible's module_ut
 """
 
 import contextlib
+import grp
 import hashlib
 import json
 import os
+import pwd
 import stat
 import tempfile
 
@@ -20,7 +22,8 @@ description:
   - C(mode=check) reads the role's stamp (C(stamp_dir)/NAME.json) and returns C(current=true) only if it
     exists, its digest equals C(digest), and a fresh snapshot of C(paths) (exists, type, owner, group, mode,
     the sha256 of a regular file, a symlink's target and what it points to), C(units) (load, unit-file and
-    active state, one systemctl call) and C(packages) (dpkg-query status) equals the recorded one.
+    active state, one systemctl call), C(packages) (dpkg-query status), C(users) (uid, gid, home, shell,
+    supplementary groups) and C(groups) (gid, members) equals the recorded one.
     Otherwise C(current=false) and C(reasons) name each difference. It never changes anything.
   - C(mode=record) writes the snapshot and the digest atomically (temp file, fsync, rename, fsync of the
     directory); changed only when the stamp's content changes. In check mode it writes nothing.
@@ -32,6 +35,8 @@ options:
   paths: {type: list, elements: str, default: [], description: files and directories the role converges}
   units: {type: list, elements: str, default: [], description: systemd units the role enables or starts}
   packages: {type: list, elements: str, default: [], description: distro packages the role installs}
+  users: {type: list, elements: str, default: [], description: accounts the role creates or adopts}
+  groups: {type: list, elements: str, default: [], description: groups the role creates or fills}
   stamp_dir: {type: path, default: /var/lib/neo-ops/stamps, description: where the stamps live (root-only)}
 """
 
@@ -123,11 +128,41 @@ def snapshot_packages(module: AnsibleModule, packages: list[str]) -> tuple[dict[
     return {name: found.get(name, "not installed") for name in names}, ""
 
 
+def snapshot_accounts(users: list[str], groups: list[str]) -> dict[str, object]:
+    """Each user's uid, gid, home, shell and supplementary groups; each group's gid and members
+    (the passwd and group databases through NSS, as the role's own tasks see them)."""
+    every_group = grp.getgrall() if users else []
+    accounts: dict[str, object] = {}
+    for name in sorted(set(users)):
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            accounts[f"user {name}"] = MISSING
+            continue
+        accounts[f"user {name}"] = {
+            "uid": pw.pw_uid,
+            "gid": pw.pw_gid,
+            "home": pw.pw_dir,
+            "shell": pw.pw_shell,
+            "groups": sorted(g.gr_name for g in every_group if name in g.gr_mem),
+        }
+    for name in sorted(set(groups)):
+        try:
+            gr = grp.getgrnam(name)
+        except KeyError:
+            accounts[f"group {name}"] = MISSING
+            continue
+        accounts[f"group {name}"] = {"gid": gr.gr_gid, "members": sorted(gr.gr_mem)}
+    return accounts
+
+
 def take_snapshot(module: AnsibleModule) -> tuple[dict[str, object], list[str]]:
     params = module.params
     units, units_error = snapshot_units(module, params["units"])
     packages, packages_error = snapshot_packages(module, params["packages"])
     snap = {"paths": snapshot_paths(params["paths"]), "units": units, "packages": packages}
+    if params["users"] or params["groups"]:  # absent otherwise, so the stamps of roles without accounts keep their bytes
+        snap["accounts"] = snapshot_accounts(params["users"], params["groups"])
     return snap, [why for why in (units_error, packages_error) if why]
 
 
@@ -168,8 +203,17 @@ def compare(was: dict[str, object], now: dict[str, object]) -> list[str]:
     if not (isinstance(was_paths, dict) and isinstance(was_units, dict) and isinstance(was_pkgs, dict)):
         return ["stamp is malformed (paths, units or packages is not a mapping)"]
     assert isinstance(now_paths, dict) and isinstance(now_units, dict) and isinstance(now_pkgs, dict)
-    if sorted(was_paths) != sorted(now_paths) or sorted(was_units) != sorted(now_units) or sorted(was_pkgs) != sorted(now_pkgs):
-        reasons.append("the role's paths, units or packages differ from the recorded ones")
+    was_accounts, now_accounts = was.get("accounts", {}), now.get("accounts", {})
+    if not isinstance(was_accounts, dict):
+        return ["stamp is malformed (accounts is not a mapping)"]
+    assert isinstance(now_accounts, dict)
+    if (
+        sorted(was_paths) != sorted(now_paths)
+        or sorted(was_units) != sorted(now_units)
+        or sorted(was_pkgs) != sorted(now_pkgs)
+        or sorted(was_accounts) != sorted(now_accounts)
+    ):
+        reasons.append("the role's paths, units, packages or accounts differ from the recorded ones")
     for path in sorted(set(was_paths) & set(now_paths)):
         if not isinstance(was_paths[path], dict):
             reasons.append(f"stamp is malformed at {path}")
@@ -186,7 +230,17 @@ def compare(was: dict[str, object], now: dict[str, object]) -> list[str]:
     for package in sorted(set(was_pkgs) & set(now_pkgs)):
         if was_pkgs[package] != now_pkgs[package]:
             reasons.append(f"package {package}: {now_pkgs[package]}, was {was_pkgs[package]}")
+    for account in sorted(set(was_accounts) & set(now_accounts)):
+        reasons += compare_account(account, was_accounts[account], now_accounts[account])
     return reasons
+
+
+def compare_account(account: str, was: object, now: object) -> list[str]:
+    if was == now:
+        return []
+    if not isinstance(was, dict) or not isinstance(now, dict):
+        return [f"{account}: {'absent' if now == MISSING else 'present'}, was {'absent' if was == MISSING else 'present'}"]
+    return [f"{account}: {key} {now.get(key)}, was {was.get(key)}" for key in sorted(set(was) | set(now)) if was.get(key) != now.get(key)]
 
 
 def untrusted(path: str, st: os.stat_result, what: str) -> str:
@@ -268,6 +322,8 @@ def main() -> None:
             "paths": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
             "packages": {"type": "list", "elements": "str", "default": []},
+            "users": {"type": "list", "elements": "str", "default": []},
+            "groups": {"type": "list", "elements": "str", "default": []},
             "stamp_dir": {"type": "path", "default": "/var/lib/neo-ops/stamps"},
         },
         supports_check_mode=True,

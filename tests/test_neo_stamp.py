@@ -99,7 +99,7 @@ def test_a_different_digest_or_path_list_is_not_current(tmp_path: Path, tree: di
     assert check(tmp_path, tree, digest="e" * 64)["reasons"] == ["stamp digest differs: role inputs or code changed"]
     fewer = check(tmp_path, {"paths": tree["paths"][:-1]})
     assert fewer["current"] is False
-    assert fewer["reasons"] == ["the role's paths, units or packages differ from the recorded ones"]
+    assert fewer["reasons"] == ["the role's paths, units, packages or accounts differ from the recorded ones"]
 
 
 def test_check_mode_records_nothing(tmp_path: Path, tree: dict[str, Any]) -> None:
@@ -194,3 +194,42 @@ def test_units_fail_closed_when_systemctl_cannot_answer(tmp_path: Path, tree: di
     finally:
         os.environ["PATH"] = env_path
     assert missing["reasons"][0].startswith("systemctl unavailable"), missing
+
+
+def test_users_and_groups_are_part_of_the_stamp(tmp_path: Path, tree: dict[str, Any]) -> None:
+    """A deleted user, a changed shell or home, a lost group membership: each is drift, named. The box's
+    own accounts are never changed here; the recorded stamp is edited to be the 'before'."""
+    import grp
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(me.pw_gid).gr_name
+    accounts = {"users": [me.pw_name, "neo-no-such-user"], "groups": [group]}
+    run(tmp_path, "record", **tree, **accounts)
+    # Positive control: nothing changed since the record.
+    assert check(tmp_path, tree, **accounts)["current"] is True
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    data = json.loads(stamp.read_text())
+    recorded = data["snapshot"]["accounts"]
+    assert recorded["user neo-no-such-user"] == "absent"
+    assert recorded[f"user {me.pw_name}"]["shell"] == me.pw_shell
+    assert recorded[f"group {group}"]["gid"] == me.pw_gid
+    # As if, since the record: the shell and home were changed, a supplementary group was lost, the
+    # user that is absent now had existed, and the group had another member.
+    recorded[f"user {me.pw_name}"].update({"shell": "/usr/sbin/nologin-was", "home": "/srv/was", "groups": ["neo-readers"]})
+    recorded["user neo-no-such-user"] = {"uid": 990, "gid": 990, "home": "/", "shell": "/bin/sh", "groups": []}
+    recorded[f"group {group}"]["members"] = ["neo-was-a-member"]
+    stamp.write_text(json.dumps(data))
+    reasons = check(tmp_path, tree, **accounts)["reasons"]
+    now_groups = sorted(g.gr_name for g in grp.getgrall() if me.pw_name in g.gr_mem)
+    now_members = sorted(grp.getgrnam(group).gr_mem)
+    assert reasons == [
+        f"group {group}: members {now_members}, was ['neo-was-a-member']",
+        "user neo-no-such-user: absent, was present",
+        f"user {me.pw_name}: groups {now_groups}, was ['neo-readers']",
+        f"user {me.pw_name}: home {me.pw_dir}, was /srv/was",
+        f"user {me.pw_name}: shell {me.pw_shell}, was /usr/sbin/nologin-was",
+    ], reasons
+    # A stamp recorded without accounts, checked with them: the lists differ, so a full converge.
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree, **accounts)["reasons"] == ["the role's paths, units, packages or accounts differ from the recorded ones"]
