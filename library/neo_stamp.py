@@ -34,6 +34,11 @@ options:
   digest: {type: str, required: true, description: the controller's sha256 of the role's code and inputs}
   paths: {type: list, elements: str, default: [], description: files and directories the role converges}
   units: {type: list, elements: str, default: [], description: systemd units the role enables or starts}
+  enabled_units:
+    type: list
+    elements: str
+    default: []
+    description: units whose enablement only the role sets (the engine, which operators start and stop)
   packages: {type: list, elements: str, default: [], description: distro packages the role installs}
   users: {type: list, elements: str, default: [], description: accounts the role creates or adopts}
   groups: {type: list, elements: str, default: [], description: groups the role creates or fills}
@@ -93,11 +98,13 @@ def snapshot_paths(paths: list[str]) -> dict[str, object]:
     return {path: describe(path, follow=False) for path in sorted(set(paths))}
 
 
-def snapshot_units(module: AnsibleModule, units: list[str]) -> tuple[dict[str, object], str]:
-    """One systemctl call for every unit; ('', reason) when systemctl cannot answer (fail closed)."""
-    if not units:
+def snapshot_units(module: AnsibleModule, units: list[str], enabled_only: list[str] | None = None) -> tuple[dict[str, object], str]:
+    """One systemctl call for every unit; ('', reason) when systemctl cannot answer (fail closed).
+    For the enabled_only units the active state is left out: someone else starts and stops them."""
+    enabled_only = enabled_only or []
+    if not units and not enabled_only:
         return {}, ""
-    names = sorted(set(units))
+    names = sorted(set(units) | set(enabled_only))
     systemctl = module.get_bin_path("systemctl")
     if not systemctl:
         return {}, "systemctl unavailable: not found on the PATH"
@@ -109,7 +116,10 @@ def snapshot_units(module: AnsibleModule, units: list[str]) -> tuple[dict[str, o
     result: dict[str, object] = {}
     for name, block in zip(names, blocks, strict=True):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        result[name] = {key: props.get(key, "") for key in ("LoadState", "UnitFileState", "ActiveState")}
+        keys = (
+            ("LoadState", "UnitFileState") if name in enabled_only and name not in units else ("LoadState", "UnitFileState", "ActiveState")
+        )
+        result[name] = {key: props.get(key, "") for key in keys}
     return result, ""
 
 
@@ -158,7 +168,7 @@ def snapshot_accounts(users: list[str], groups: list[str]) -> dict[str, object]:
 
 def take_snapshot(module: AnsibleModule) -> tuple[dict[str, object], list[str]]:
     params = module.params
-    units, units_error = snapshot_units(module, params["units"])
+    units, units_error = snapshot_units(module, params["units"], params["enabled_units"])
     packages, packages_error = snapshot_packages(module, params["packages"])
     snap = {"paths": snapshot_paths(params["paths"]), "units": units, "packages": packages}
     if params["users"] or params["groups"]:  # absent otherwise, so the stamps of roles without accounts keep their bytes
@@ -322,6 +332,7 @@ def main() -> None:
             "paths": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
             "packages": {"type": "list", "elements": "str", "default": []},
+            "enabled_units": {"type": "list", "elements": "str", "default": []},
             "users": {"type": "list", "elements": "str", "default": []},
             "groups": {"type": "list", "elements": "str", "default": []},
             "stamp_dir": {"type": "path", "default": "/var/lib/neo-ops/stamps"},
