@@ -216,3 +216,23 @@ def test_a_writer_holding_the_db_exclusive_fails_the_backup_named_instead_of_han
     ok = runtime.cli("backup")
     assert ok.rc == 0, ok.err
     assert [p.suffix for p in backup_files(runtime.backups / "manual")] == [".db", ".json"]
+
+
+def test_an_empty_live_db_is_refused_not_backed_up_as_intact(runtime: Runtime) -> None:
+    """A zero-length live DB (truncated) reads as a new, empty database: it was backed up as an intact,
+    empty backup, and retention counts those; now it is refused like any unreadable source (exit 1, the
+    hint to run 'neo-db check'; the session gate refuses it with exit 3)."""
+    runtime.db.parent.mkdir(parents=True, exist_ok=True)
+    runtime.db.write_bytes(b"")
+    for args in (["backup"], ["snapshot"]):
+        r = runtime.cli(*args)
+        assert r.rc == 1, (args, r.rc, r.err)
+        assert "is empty (0 bytes, no pages)" in r.err and "neo-db check" in r.err and "Traceback" not in r.err, r.err
+    assert [p for p in backup_files(runtime.backups / "manual") if not p.name.startswith(".tmp-")] == []
+    assert runtime.db.stat().st_size == 0  # the live file untouched
+    # positive control: a real DB at the same path is backed up
+    runtime.db.unlink()
+    make_db(runtime.db)
+    ok = runtime.cli("backup")
+    assert ok.rc == 0, ok.err
+    assert [p.suffix for p in backup_files(runtime.backups / "manual")] == [".db", ".json"]

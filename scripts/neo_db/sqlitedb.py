@@ -544,6 +544,10 @@ def backup_copy(source: Path, dest: Path) -> CopyStats:
                 ) from None
             corrupt = name in _SOURCE_ERRORS or "malformed" in str(exc) or "not a database" in str(exc)
             raise CopyError(f"{name or 'error'}: {exc}", source_corrupt=corrupt) from None
+        if not int(src.execute("PRAGMA page_count").fetchone()[0]):
+            # SQLite reads a zero-length file (with no -wal) as a new, empty database, which would copy
+            # as an "intact" backup; kept by retention, such copies would push the real ones out.
+            raise CopyError(f"{source} is empty (0 bytes, no pages): not a database the engine wrote", source_corrupt=True)
         dst = sqlite3.connect(os.fspath(dest), isolation_level=None)
         try:
             try:
