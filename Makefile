@@ -59,12 +59,14 @@ image: deps ## build the stand-in VPS base images, Debian 12 and a fresh Debian 
 vm-image: deps venv ## build the VM stand-in disk image for vm-faults (cached; the converge part uses podman)
 	bash vm/build-image.sh
 
-lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile)
+lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile), bash -n (and shellcheck if installed) on tests/molecule/*.sh
 	$(BIN)/ruff check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
 	$(BIN)/ruff format --check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
+	for f in tests/molecule/*.sh; do bash -n "$$f" || exit 1; done
+	if command -v shellcheck >/dev/null; then shellcheck tests/molecule/*.sh; else echo 'shellcheck not installed: skipped tests/molecule/*.sh'; fi
 
 rules: deps ## promtool: check the alert rules and run their unit tests (every alert firing and not firing)
 	promtool check rules roles/neo_monitoring/files/neo_db_alerts.yml roles/neo_monitoring/files/neo_host_alerts.yml

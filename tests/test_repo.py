@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -177,3 +178,83 @@ def test_every_conditional_in_the_playbooks_is_a_string() -> None:
         bad += [f"{name}: {item!r}" for item in found if not isinstance(item, (str, bool))]
     assert checked > 100, f"positive control: the playbooks' conditionals were found ({checked})"
     assert not bad, "conditionals that YAML reads as mappings (quote them):\n" + "\n".join(bad)
+
+
+_INLINE_MODULES = {"ansible.builtin.shell", "shell", "ansible.builtin.command", "command", "ansible.builtin.raw", "raw"}
+
+
+def _inline_scripts(text: str, name: str) -> list[str]:
+    """Issue 17: the shell/command strings (or argv elements) of 4 or more source lines, and any
+    `python3 -c`, in a playbook's text; such code belongs in a script under tests/molecule/."""
+    found: list[str] = []
+
+    def scalars(node: yaml.Node) -> list[yaml.ScalarNode]:
+        if isinstance(node, yaml.ScalarNode):
+            return [node]
+        if isinstance(node, yaml.SequenceNode):
+            return [s for item in node.value for s in scalars(item)]
+        if isinstance(node, yaml.MappingNode):
+            return [s for k, v in node.value if k.value in ("cmd", "argv", "_raw_params") for s in scalars(v)]
+        return []
+
+    def walk(node: yaml.Node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value in _INLINE_MODULES:
+                    parts = scalars(value)
+                    words = [p.value.strip() for p in parts]
+                    for part in parts:
+                        source = text[part.start_mark.index : part.end_mark.index].splitlines()
+                        if part.style in ("|", ">"):
+                            source = source[1:]  # the block's header line, `|` or `>-`
+                        lines = len([line for line in source if line.strip()])
+                        if lines >= 4 or "python3 -c" in part.value:
+                            found.append(f"{name}:{part.start_mark.line + 1}: {key.value} of {lines} lines")
+                    if any(w.split("/")[-1].startswith("python3") and nxt == "-c" for w, nxt in itertools.pairwise(words)):
+                        found.append(f"{name}:{value.start_mark.line + 1}: {key.value} argv runs python3 -c")
+                walk(value)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item)
+
+    walk(yaml.compose(text))
+    return found
+
+
+_SYNTHETIC_TASKS = """\
+- name: a shell block of four lines
+  ansible.builtin.shell: |
+    set -eu
+    one
+    two
+    three
+- name: a folded command of four lines
+  ansible.builtin.command: >-
+    one
+    two
+    three
+    four
+- name: argv python3 -c
+  ansible.builtin.command:
+    argv: [python3, -c, "print(1)"]
+- name: a one-line python3 -c
+  ansible.builtin.shell: neo-db confirm --json | python3 -c 'import sys'
+- name: three lines are allowed
+  ansible.builtin.shell: |
+    one
+    two
+    three
+- name: a script is fine
+  ansible.builtin.script: tests/molecule/x.sh
+"""
+
+
+def test_molecule_yaml_holds_no_inline_shell_or_python() -> None:
+    """Issue 17: molecule's YAML runs scripts from tests/molecule/, it holds no shell/command string of
+    4 or more lines and no `python3 -c`. Positive control: a synthetic task file is flagged."""
+    flagged = _inline_scripts(_SYNTHETIC_TASKS, "synthetic.yml")
+    assert [f.split(":")[1] for f in flagged] == ["2", "8", "15", "17"], flagged
+    files = sorted((ROOT / "molecule").rglob("*.yml"))
+    assert len(files) > 10, f"positive control: molecule's YAML was found ({len(files)} files)"
+    bad = [f for path in files for f in _inline_scripts(path.read_text(), str(path.relative_to(ROOT)))]
+    assert not bad, "inline code in molecule's YAML (move it to a script under tests/molecule/):\n" + "\n".join(bad)
