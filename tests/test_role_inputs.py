@@ -68,6 +68,11 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
             ['neo_engine_restart is "on-failure"', "systemd issue 11868", "on-failure or always would restart through a gate"],
         ),
         ("engine", {"neo_engine_exec_start": "demo-engine --db x"}, ["neo_engine_exec_start must start with an absolute path"]),
+        (
+            "safeguards",
+            {"neo_safeguards_engine_exec_start": "/opt/engine/bin/run"},
+            ["neo_safeguards_engine_exec_start is set", "it is now neo_engine_exec_start", "Rename it"],
+        ),
         ("safeguards", {"neo_safeguards_umask": 27}, ["neo_safeguards_umask", "quoted octal"]),
         ("safeguards", {"neo_safeguards_layout": "flat"}, ["neo_safeguards_layout", "phases, snapshots"]),
         ("runtime", {"neo_runtime_backup_subdirs": ["../escape"]}, ["neo_runtime_backup_subdirs must be a non-empty list of plain"]),
