@@ -97,19 +97,24 @@ def chown_like_parent(path: Path) -> None:
         os.chown(path, parent.st_uid, parent.st_gid, follow_symlinks=False)
 
 
+def write_new_file(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Create path (never over anything, never through a symlink), write all of data, fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(final: Path, data: bytes, mode: int = 0o640) -> None:
     tmp = tmp_path_for(final)
     try:
         with naming(final):
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_new_file(tmp, data, mode)
             chown_like_parent(tmp)
             os.replace(tmp, final)
     except BaseException:

@@ -252,14 +252,8 @@ def copy_and_verify(
 
 def write_manifest(tmp: Path, final: Path, manifest: dict[str, Any], mode: int = 0o640) -> None:
     """Write manifest to tmp (created new, never followed through a link) and fsync it; errors name final."""
-    data = (fsutil.to_json(manifest) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with fsutil.naming(final):
-            os.write(fd, data)
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    with fsutil.naming(final):
+        fsutil.write_new_file(tmp, (fsutil.to_json(manifest) + "\n").encode(), mode)
 
 
 def publish(moves: list[tuple[Path, Path]], directory: Path) -> None:
