@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 import sys
@@ -91,12 +92,50 @@ def test_the_installed_package_zip_is_reproducible_and_runs(tmp_path: Path) -> N
     subprocess.run([SYSTEM_PYTHON, str(build), str(tmp_path / "a" / "neo_db.pyz")], check=True, capture_output=True)
     subprocess.run([SYSTEM_PYTHON, str(build), str(tmp_path / "b" / "neo_db.pyz")], check=True, capture_output=True)
     assert (tmp_path / "a" / "neo_db.pyz").read_bytes() == (tmp_path / "b" / "neo_db.pyz").read_bytes()
+    # The launcher the role installs (its own files/neo-db) runs the zip beside it.
     launcher = tmp_path / "a" / "neo-db"
-    launcher.write_bytes((ROOT / "scripts" / "neo-db").read_bytes())
+    launcher.write_bytes((ROOT / "roles" / "neo_safeguards" / "files" / "neo-db").read_bytes())
     launcher.chmod(0o755)
     out = subprocess.run([str(launcher), "--version"], check=True, capture_output=True, text=True).stdout
     assert out.startswith("neo-db ")
     assert not (tmp_path / "a" / "neo_db").exists(), "the launcher ran the package from the zip"
+    # The zip runs by itself too: the role's controller-side check (python3 -I neo_db.pyz --version).
+    out = subprocess.run([SYSTEM_PYTHON, "-I", str(tmp_path / "b" / "neo_db.pyz"), "--version"], check=True, capture_output=True, text=True)
+    assert out.stdout.startswith("neo-db ")
+    # Without its zip the launcher says what is missing and how to get it back, with no traceback.
+    (tmp_path / "a" / "neo_db.pyz").unlink()
+    r = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, check=False)
+    assert r.returncode == 1 and "neo_db.pyz is missing: rerun site.yml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# A role reaches for nothing outside itself (issue 17): what it installs comes in through its variables
+# (neo_safeguards_pyz, neo_engine_demo_src), set by group_vars/all.yml. The one known exception: the
+# converge stamp's digest template, which every stamped role renders from the project's library/.
+_OUT_OF_ROLE = re.compile(r"\.\./|/\.\.(?![.\w])")  # ../ or a path ending in /..
+_STAMP_TEMPLATE = "role_path ~ '/../../library/neo_stamp_digest.j2'"
+
+
+def out_of_role_references(roles: Path) -> list[str]:
+    found = []
+    for path in sorted(p for p in roles.rglob("*") if p.is_file()):
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if _OUT_OF_ROLE.search(line.replace(_STAMP_TEMPLATE, "")):
+                found.append(f"{path.relative_to(roles.parent)}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_role_reaches_out_of_itself(tmp_path: Path) -> None:
+    assert not out_of_role_references(ROOT / "roles"), "\n".join(out_of_role_references(ROOT / "roles"))
+    # Positive control: the old ways out of a role are each found.
+    role = tmp_path / "roles" / "r"
+    (role / "defaults").mkdir(parents=True)
+    (role / "defaults" / "main.yml").write_text(
+        'r_code_dir: "{{ role_path }}/../../scripts"\n'
+        "r_src: \"{{ role_path ~ '/../../scripts/neo-db' }}\"\n"
+        'r_up: "{{ role_path }}/.."  # ... an ellipsis is no way out\n'
+        f"r_ok: \"{{{{ lookup('ansible.builtin.template', {_STAMP_TEMPLATE}) }}}}\"\n"
+    )
+    assert [f.split(":")[1] for f in out_of_role_references(tmp_path / "roles")] == ["1", "2", "3"]
 
 
 def test_the_unit_never_restarts_through_any_gate_exit_code() -> None:

@@ -73,6 +73,13 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
             {"neo_safeguards_engine_exec_start": "/opt/engine/bin/run"},
             ["neo_safeguards_engine_exec_start is set", "it is now neo_engine_exec_start", "Rename it"],
         ),
+        # Issue 17: the role takes nothing from the checkout; the old path into it is refused by its new name.
+        (
+            "safeguards",
+            {"neo_safeguards_code_dir": "/srv/neo-vps/scripts"},
+            ["neo_safeguards_code_dir is set", "it is now neo_safeguards_pyz", "scripts/build-pyz OUT.pyz", "Rename it"],
+        ),
+        ("engine", {"neo_engine_demo_src": "/nonexistent/demo-engine"}, ['neo_engine_demo_src is "/nonexistent/demo-engine"']),
         ("safeguards", {"neo_safeguards_umask": 27}, ["neo_safeguards_umask", "quoted octal"]),
         ("safeguards", {"neo_safeguards_layout": "flat"}, ["neo_safeguards_layout", "phases, snapshots"]),
         ("runtime", {"neo_runtime_backup_subdirs": ["../escape"]}, ["neo_runtime_backup_subdirs must be a non-empty list of plain"]),
@@ -105,6 +112,42 @@ def test_a_bad_variable_fails_early_and_names_itself(inventory: Path, tags: str,
     for text in expect:
         assert text in out, f"{text!r} not in:\n{out[-3000:]}"
     assert "changed=0" in out.split("PLAY RECAP")[-1]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def built_pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A neo_db.pyz built the way site.yml builds it (scripts/build-pyz), outside the checkout."""
+    pyz = tmp_path_factory.mktemp("pyz") / "neo_db.pyz"
+    subprocess.run([sys.executable, "-I", str(ROOT / "scripts" / "build-pyz"), str(pyz)], check=True, capture_output=True)
+    return pyz
+
+
+def test_the_safeguards_role_refuses_a_pyz_that_is_missing_or_does_not_run(inventory: Path, tmp_path: Path, built_pyz: Path) -> None:
+    """Issue 17: neo_safeguards installs the neo_db.pyz it is given (neo_safeguards_pyz) and runs it on the
+    controller first; a missing, relative or non-zip path fails before any task, naming the variable and the build."""
+    text = tmp_path / "neo_db.pyz"
+    text.write_text("this is not a zip\n")
+    for bad, reason in (
+        (str(tmp_path / "absent.pyz"), "can't open file"),
+        (str(text), "SyntaxError"),
+        ("neo_db.pyz", "not set or not an absolute path"),
+        (None, "not set or not an absolute path"),
+    ):
+        rc, out = play(inventory, "safeguards", {"neo_safeguards_pyz": bad})
+        assert rc != 0, out[-3000:]
+        for expect in (f"neo_safeguards_pyz is {json.dumps(bad)}", reason, "scripts/build-pyz /path/to/neo_db.pyz"):
+            assert expect in out, f"{expect!r} not in:\n{out[-3000:]}"
+        assert "changed=0" in out.split("PLAY RECAP")[-1]
+    # Positive controls: a pyz built outside the checkout, and site.yml's own (group_vars/all.yml), pass the check
+    # and run the schema check (which refuses a bad value through the pyz's neo-db).
+    for extra in ({"neo_safeguards_pyz": str(built_pyz)}, {}):
+        rc, out = play(inventory, "safeguards", {**extra, "neo_safeguards_backup_retention_days": 7})
+        assert rc != 0 and "neo_safeguards_backup_retention_days (key 'backup_retention_days'): value 7" in out, out[-3000:]
+        assert "Ensure neo_safeguards_pyz is a neo_db.pyz that runs" in out, out[-3000:]
+        assert "expected the absolute controller path of a" not in out, out[-3000:]
 
 
 def test_a_bad_notifier_url_is_named_but_never_shown(inventory: Path) -> None:
@@ -151,7 +194,7 @@ def typed_options() -> list[tuple[str, str, str, Any]]:
 def site_order() -> list[str]:
     """The roles in site.yml's order: neo_engine reads neo_safeguards' variables, so it comes after it."""
     plays = yaml.safe_load((ROLES_DIR.parent / "site.yml").read_text())
-    names = [entry["role"] for play in plays for entry in play["roles"]]
+    names = [entry["role"] for play in plays for entry in play.get("roles", [])]
     return list(dict.fromkeys(names))
 
 
@@ -196,7 +239,7 @@ def run_playbook(inventory: Path, playbook: Path, *args: str) -> tuple[int, str]
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: Path, tmp_path: Path) -> None:
+def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: Path, tmp_path: Path, built_pyz: Path) -> None:
     """`ansible-playbook site.yml -e neo_safeguards_backup_retention_count=12`: every int and bool variable of
     every role, given as key=value (a string), passes the argument_spec AND the role's asserts, and the
     rendered neo-db config holds real numbers and booleans."""
@@ -205,7 +248,9 @@ def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: 
     roles = sorted({role for role, *_ in options}, key=site_order().index)
     playbook = validation_playbook(tmp_path, roles)
     extra = [arg for _, key, _, default in options for arg in ("-e", f"{key}={key_value(default)}")]
-    rc, out = run_playbook(inventory, playbook, *extra, "-e", "neo_safeguards_backup_retention_count=12")
+    # What group_vars/all.yml gives the roles beside site.yml (this playbook is elsewhere): the files they install.
+    files = ["-e", f"neo_safeguards_pyz={built_pyz}", "-e", f"neo_engine_demo_src={ROOT / 'scripts' / 'demo-engine'}"]
+    rc, out = run_playbook(inventory, playbook, *files, *extra, "-e", "neo_safeguards_backup_retention_count=12")
     assert rc == 0, out[-4000:]
     rendered = yaml.safe_load((tmp_path / "db_safeguards.yml").read_text())["db_safeguards"]
     assert rendered["backup_retention_count"] == 12
@@ -224,5 +269,5 @@ def test_every_int_and_bool_variable_is_accepted_as_key_equals_value(inventory: 
         ("neo_logrotate_rotate=0", "neo_logrotate_rotate a whole number of at least 1"),
         ("neo_monitoring_notify_retries=11", "neo_monitoring_notify_retries"),
     ):
-        rc, out = run_playbook(inventory, playbook, "-e", bad)
+        rc, out = run_playbook(inventory, playbook, *files, "-e", bad)
         assert rc != 0 and message in out, (bad, out[-3000:])
