@@ -254,3 +254,14 @@ def test_users_and_groups_are_part_of_the_stamp(tmp_path: Path, tree: dict[str, 
     # A stamp recorded without accounts, checked with them: the lists differ, so a full converge.
     run(tmp_path, "record", **tree)
     assert check(tmp_path, tree, **accounts)["reasons"] == ["the role's paths, units, packages or accounts differ from the recorded ones"]
+
+
+def test_the_digest_stays_out_of_the_logged_invocation(tmp_path: Path) -> None:
+    """The digest hashes inputs that include secrets (the notifier URLs): Ansible logs a module's
+    arguments to the journal ("Invoked with") and returns them at -vvv, so the digest is no_log."""
+    secret_digest = "5ecre7" * 10
+    result = run(tmp_path, "check", digest=secret_digest)
+    args = result["invocation"]["module_args"]
+    assert args["name"] == "neo_test"  # the positive control: the other arguments are there
+    assert secret_digest not in json.dumps(result)
+    assert args["digest"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
