@@ -27,9 +27,13 @@ description:
     Otherwise C(current=false) and C(reasons) name each difference. It never changes anything.
   - C(mode=record) writes the snapshot and the digest atomically (temp file, fsync, rename, fsync of the
     directory); changed only when the stamp's content changes. In check mode it writes nothing.
+  - C(mode=invalidate) removes the stamp (and fsyncs the directory): the first task of a full converge,
+    so that a converge which fails part-way leaves no stamp vouching for the state before it. Changed
+    when there was a stamp. In check mode it removes nothing.
+  - A unit whose file changed on disk since systemd last loaded it (C(NeedDaemonReload=yes)) is drift too.
   - A stamp directory or file not owned by root, or writable by group or others, is not trusted.
 options:
-  mode: {type: str, choices: [check, record], default: check, description: check the stamp, or record it}
+  mode: {type: str, choices: [check, record, invalidate], default: check, description: check, record or remove the stamp}
   name: {type: str, required: true, description: the role}
   digest: {type: str, required: true, description: the controller's sha256 of the role's code and inputs}
   paths: {type: list, elements: str, default: [], description: files and directories the role converges}
@@ -108,7 +112,8 @@ def snapshot_units(module: AnsibleModule, units: list[str], enabled_only: list[s
     systemctl = module.get_bin_path("systemctl")
     if not systemctl:
         return {}, "systemctl unavailable: not found on the PATH"
-    rc, out, err = module.run_command([systemctl, "show", "--property=Id,LoadState,UnitFileState,ActiveState", "--", *names])
+    wanted = "--property=Id,LoadState,UnitFileState,ActiveState,NeedDaemonReload"
+    rc, out, err = module.run_command([systemctl, "show", wanted, "--", *names])
     blocks = [block for block in out.strip().split("\n\n") if block.strip()] if rc == 0 else []
     if rc != 0 or len(blocks) != len(names):
         why = (err or out).strip().splitlines()
@@ -117,7 +122,9 @@ def snapshot_units(module: AnsibleModule, units: list[str], enabled_only: list[s
     for name, block in zip(names, blocks, strict=True):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         keys = (
-            ("LoadState", "UnitFileState") if name in enabled_only and name not in units else ("LoadState", "UnitFileState", "ActiveState")
+            ("LoadState", "UnitFileState", "NeedDaemonReload")
+            if name in enabled_only and name not in units
+            else ("LoadState", "UnitFileState", "ActiveState", "NeedDaemonReload")
         )
         result[name] = {key: props.get(key, "") for key in keys}
     return result, ""
@@ -237,6 +244,8 @@ def compare(was: dict[str, object], now: dict[str, object]) -> list[str]:
         for key, label in (("LoadState", "load state"), ("UnitFileState", "is-enabled"), ("ActiveState", "is-active")):
             if w.get(key) != n.get(key):
                 reasons.append(f"{unit}: {label} {n.get(key) or '(none)'}, was {w.get(key) or '(none)'}")
+        if n.get("NeedDaemonReload") == "yes":  # its file changed on disk since systemd loaded it
+            reasons.append(f"{unit}: changed on disk, systemd has not reloaded it (daemon-reload)")
     for package in sorted(set(was_pkgs) & set(now_pkgs)):
         if was_pkgs[package] != now_pkgs[package]:
             reasons.append(f"package {package}: {now_pkgs[package]}, was {was_pkgs[package]}")
@@ -323,12 +332,31 @@ def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, con
         os.close(dir_fd)
 
 
+def remove_stamp(module: AnsibleModule, stamp_dir: str, stamp_path: str) -> bool:
+    """Remove the stamp before a full converge; True when there was one. Not in check mode."""
+    if not os.path.lexists(stamp_path):
+        return False
+    if module.check_mode:
+        return True
+    try:
+        os.unlink(stamp_path)
+        dir_fd = os.open(stamp_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        module.fail_json(msg=f"could not remove the stamp {stamp_path}: {exc.strerror or exc}; remove it by hand", stamp=stamp_path)
+    return True
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "mode": {"type": "str", "choices": ["check", "record"], "default": "check"},
+            "mode": {"type": "str", "choices": ["check", "record", "invalidate"], "default": "check"},
             "name": {"type": "str", "required": True},
-            "digest": {"type": "str", "required": True},
+            # a hash over inputs that include secrets (the notifier URLs): kept out of the journal's "Invoked with"
+            "digest": {"type": "str", "required": True, "no_log": True},
             "paths": {"type": "list", "elements": "str", "default": []},
             "units": {"type": "list", "elements": "str", "default": []},
             "packages": {"type": "list", "elements": "str", "default": []},
@@ -345,6 +373,8 @@ def main() -> None:
         module.fail_json(msg=f"name {name!r} must be a plain role name (no '/', not starting with '.')")
     stamp_dir = params["stamp_dir"]
     stamp_path = os.path.join(stamp_dir, name + ".json")
+    if params["mode"] == "invalidate":
+        module.exit_json(changed=remove_stamp(module, stamp_dir, stamp_path), stamp=stamp_path)
     snap, unavailable = take_snapshot(module)
 
     if params["mode"] == "record":

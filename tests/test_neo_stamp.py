@@ -117,6 +117,27 @@ def test_check_mode_records_nothing(tmp_path: Path, tree: dict[str, Any]) -> Non
     assert run(tmp_path, "check", check_mode=True, **tree)["current"] is True
 
 
+def test_invalidate_removes_the_stamp_so_a_failed_converge_leaves_none(tmp_path: Path, tree: dict[str, Any]) -> None:
+    """converge.yml's first task: after it, the check is not current until the converge records anew."""
+    run(tmp_path, "record", **tree)
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    assert check(tmp_path, tree)["current"] is True  # the positive control: a recorded stamp holds
+    # check mode removes nothing, but says it would
+    assert run(tmp_path, "invalidate", check_mode=True)["changed"] is True
+    assert stamp.exists() and check(tmp_path, tree)["current"] is True
+    assert run(tmp_path, "invalidate")["changed"] is True
+    assert not stamp.exists()
+    assert check(tmp_path, tree)["reasons"] == ["no stamp yet"]
+    # nothing to remove: not changed, and no stamp directory needed
+    assert run(tmp_path, "invalidate")["changed"] is False
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run(elsewhere, "invalidate")["changed"] is False
+    assert not (elsewhere / "stamps").exists()
+    run(tmp_path, "record", **tree)
+    assert check(tmp_path, tree)["current"] is True
+
+
 @pytest.mark.parametrize(
     "content", [b'{"format": 1, "name": "neo_test", "digest": "dd', b"", b"[1, 2]", b'{"format": 1, "snapshot": {"paths": 3}}', b"\xff\xfe"]
 )
@@ -233,3 +254,14 @@ def test_users_and_groups_are_part_of_the_stamp(tmp_path: Path, tree: dict[str, 
     # A stamp recorded without accounts, checked with them: the lists differ, so a full converge.
     run(tmp_path, "record", **tree)
     assert check(tmp_path, tree, **accounts)["reasons"] == ["the role's paths, units, packages or accounts differ from the recorded ones"]
+
+
+def test_the_digest_stays_out_of_the_logged_invocation(tmp_path: Path) -> None:
+    """The digest hashes inputs that include secrets (the notifier URLs): Ansible logs a module's
+    arguments to the journal ("Invoked with") and returns them at -vvv, so the digest is no_log."""
+    secret_digest = "5ecre7" * 10
+    result = run(tmp_path, "check", digest=secret_digest)
+    args = result["invocation"]["module_args"]
+    assert args["name"] == "neo_test"  # the positive control: the other arguments are there
+    assert secret_digest not in json.dumps(result)
+    assert args["digest"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
