@@ -116,6 +116,8 @@ def test_lanes_run_in_parallel_and_print_each_stage_log_whole_with_the_table(tmp
     for stage, lines in logs.items():
         assert lines == [f"{stage} workers=[-n 1] setup=yes", *(f"{stage} line {i}" for i in range(1, 6))], r.stdout
         assert (tmp_path / ".stages" / f"{stage}.log").read_text().splitlines() == lines
+    # and no stage line anywhere else (streamed output would be here too, mixed)
+    assert len(re.findall(r"^[a-d] line \d$", r.stdout, re.M)) == sum(len(lines) - 1 for lines in logs.values()) == 20, r.stdout
     assert r.stdout.index("setting up") < r.stdout.index("==> lane")
     assert table(r.stdout) == {"a": ("ok", "1"), "c": ("ok", "2"), "b": ("ok", "1"), "d": ("ok", "3")}
     assert list(table(r.stdout)) == ["a", "c", "b", "d"]  # TEST_STAGES' order
@@ -215,5 +217,8 @@ def test_a_signal_to_stages_sh_kills_every_lane_and_leaves_no_process(tmp_path: 
     assert table(out) == {"a": ("ok", "1"), "hang": ("killed", "1"), "stubborn": ("killed", "2"), "c": ("ok", "3")}, out
     assert took >= 2, out  # the stubborn one ignored the signal: SIGKILLed after NEO_TEST_GRACE
     # the killed stages' logs are printed (what they were doing), the finished ones' too
+    # make itself got the signal (a bare SIGKILL leaves no such line), and said so in the printed log
     logs = blocks(out)
     assert sorted(logs) == ["a", "c", "hang", "stubborn"], out
+    said = "Interrupt" if sig == signal.SIGINT else "Terminated"
+    assert logs["hang"] and logs["hang"][-1].endswith(f"hang] {said}"), out
