@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, slow_tests
 
 STAGES_SH = ROOT / "tests" / "stages.sh"
 
@@ -222,3 +222,15 @@ def test_a_signal_to_stages_sh_kills_every_lane_and_leaves_no_process(tmp_path: 
     assert sorted(logs) == ["a", "c", "hang", "stubborn"], out
     said = "Interrupt" if sig == signal.SIGINT else "Terminated"
     assert logs["hang"] and logs["hang"][-1].endswith(f"hang] {said}"), out
+
+
+def test_every_slow_test_listed_exists() -> None:
+    """tests/slow_tests.txt names test functions that exist (a renamed test would silently move
+    back into make check); the list is not empty (positive control)."""
+    listed = slow_tests()
+    assert len(listed) > 10
+    for entry in sorted(listed):
+        path, _, name = entry.partition("::")
+        assert (ROOT / path).is_file() and re.search(rf"^def {re.escape(name)}\(", (ROOT / path).read_text(), re.M), (
+            f"tests/slow_tests.txt: {entry} names no test function"
+        )
