@@ -80,7 +80,7 @@ unit: venv deps ## pytest: neo-db on real SQLite files and processes (the whole 
 	$(BIN)/pytest -m "not standin and not ansible and not vm" -q $(PYTEST_WORKERS)
 
 unit-fast: venv deps ## the unit suite without its slow tests (tests/slow_tests.txt; make check)
-	$(BIN)/pytest -m "not standin and not ansible and not vm and not slow" -q --durations=10 $(PYTEST_WORKERS)
+	$(BIN)/pytest -m "not standin and not ansible and not vm and not slow" -q --durations=20 --junitxml=.stages/unit-fast.xml $(PYTEST_WORKERS)
 
 pythons: venv ## the lifecycle, gate, import, restore and CLI tests with neo-db under every Python 3.10-3.13 found (pyenv, PATH); says which ran
 	VENV=$(VENV) bash tests/pythons.sh
@@ -108,9 +108,9 @@ TEST_STAGES := lint rules unit pythons ansible-tests faults vm-faults molecule
 # (the fake API on ephemeral ports, molecule's hetzner scenario in a temp dir) share nothing.
 # NEO_TEST_LANES=1 (or `make test-serial`) runs TEST_STAGES serially, stopping at the first failure.
 export NEO_TEST_LANES ?= lint rules unit pythons | faults molecule | vm-faults ansible-tests
-# Three lanes on two cores: the unit and pythons suites take one xdist worker, not one per core
-# (QEMU's two TCG threads, molecule and the stand-ins are running beside them).
-export NEO_TEST_LANE_WORKERS ?= -n 1
+# The unit and pythons suites keep PYTEST_WORKERS (-n auto) in the lanes: the CPU work is the same
+# with one worker, which would only stretch lane 1 (the longest in CPU) and leave a core idle once
+# the other lanes end. NEO_TEST_LANE_WORKERS="-n 1" sets their workers for the lanes only.
 # Within CI's 90 minutes on two cores: one power cut per synchronous setting (`make vm-faults`
 # alone keeps two; NEO_VM_CUTS=N overrides both).
 test: ## every test, in parallel lanes; each stage's wall time and lane printed at the end
