@@ -15,7 +15,8 @@
 # A lane stops at its first failure; its later stages are "not run". Each stage's log is printed
 # whole when the stage ends, under a lock, so two stages' output never interleaves. Each lane is a
 # process group of its own: Ctrl-C or SIGTERM to this script is sent to every lane's group (pytest
-# tears its fixtures down), and whatever is left after NEO_TEST_GRACE seconds is SIGKILLed.
+# tears its fixtures down), and whatever is left after NEO_TEST_GRACE seconds is SIGKILLed; if this
+# script is SIGKILLed, each lane's watchdog kills its group within a second.
 set -uo pipefail
 make=${MAKE:-make}
 logs=${NEO_TEST_LOGS:-.stages}
@@ -81,11 +82,22 @@ run_stage() {  # LANE STAGE: run it, record "seconds result", print its log; fai
 
 run_lane() {  # LANE: its stages in order, up to the first failure (or another lane's, when fail-fast)
   set +m  # the lane's commands stay in the lane's process group
-  local lane=$1 stage
+  local lane=$1 stage group=$BASHPID main=$$
+  # A stage Ctrl-C or SIGTERM ends is "killed" (on_signal prints it), not FAILED: no result is written.
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  # If this script dies without a word (SIGKILL: no trap runs), the lane's group follows it.
+  # (A background subshell here ignores SIGINT: the trap makes Ctrl-C end it with the lane.)
+  (
+    trap 'exit 0' INT
+    while kill -0 "$main" 2>/dev/null; do sleep 1; done
+    kill -s KILL -- "-$group"
+  ) &
   for stage in ${lane_stages[lane]}; do
-    if [ "$fail_fast" = 1 ] && [ -e "$state/failed" ]; then return 1; fi
-    run_stage "$lane" "$stage" || { touch "$state/failed"; return 1; }
+    if [ "$fail_fast" = 1 ] && [ -e "$state/failed" ]; then break; fi
+    run_stage "$lane" "$stage" || { touch "$state/failed"; break; }
   done
+  kill -s KILL -- "-$group"  # the watchdog, and anything a stage left behind in the lane's group
 }
 
 table() {  # print the wall-time table; fails if a stage failed or was killed
@@ -164,5 +176,5 @@ for l in "${!lane_stages[@]}"; do
   pids+=($!)
 done
 set +m  # the groups are made; no "[1] Terminated" job notices in the log
-for pid in "${pids[@]}"; do wait "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done  # (each lane ends by SIGKILLing its group)
 table
