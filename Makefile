@@ -26,7 +26,7 @@ export PYTEST_WORKERS ?= -n auto
 
 APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus qemu-system-x86 qemu-utils e2fsprogs openssh-client
 
-.PHONY: help deps venv image vm-image lint rules unit pythons ansible-tests faults vm-faults molecule check test demo bench standin-down clean
+.PHONY: help deps venv image vm-image lint lint-fast rules unit unit-fast pythons ansible-tests faults vm-faults molecule check test test-serial demo bench standin-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,21 +59,28 @@ image: deps ## build the stand-in VPS base images, Debian 12 and a fresh Debian 
 vm-image: deps venv ## build the VM stand-in disk image for vm-faults (cached; the converge part uses podman)
 	bash vm/build-image.sh
 
-lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile), bash -n (and shellcheck if installed) on tests/molecule/*.sh
-	$(BIN)/ruff check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
-	$(BIN)/ruff format --check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
+PY_SOURCES := scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
+
+lint-fast: venv ## ruff, mypy, yamllint, bash -n on tests/molecule/*.sh: lint without ansible-lint (make check)
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
+	for f in tests/stages.sh tests/pythons.sh tests/molecule/*.sh; do bash -n "$$f" || exit 1; done
+
+lint: lint-fast ## lint-fast, ansible-lint (production profile), shellcheck (if installed) on the test scripts
 	$(BIN)/ansible-lint --profile production
-	for f in tests/molecule/*.sh; do bash -n "$$f" || exit 1; done
-	if command -v shellcheck >/dev/null; then shellcheck tests/molecule/*.sh; else echo 'shellcheck not installed: skipped tests/molecule/*.sh'; fi
+	if command -v shellcheck >/dev/null; then shellcheck tests/stages.sh tests/molecule/*.sh; else echo "shellcheck not installed: skipped tests/stages.sh tests/molecule/*.sh"; fi
 
 rules: deps ## promtool: check the alert rules and run their unit tests (every alert firing and not firing)
 	promtool check rules roles/neo_monitoring/files/neo_db_alerts.yml roles/neo_monitoring/files/neo_host_alerts.yml
 	cd tests/promtool && promtool test rules *_test.yml
 
-unit: venv deps ## pytest: neo-db on real SQLite files and processes
+unit: venv deps ## pytest: neo-db on real SQLite files and processes (the whole unit suite)
 	$(BIN)/pytest -m "not standin and not ansible and not vm" -q $(PYTEST_WORKERS)
+
+unit-fast: venv deps ## the unit suite without its slow tests (tests/slow_tests.txt; make check)
+	$(BIN)/pytest -m "not standin and not ansible and not vm and not slow" -q --durations=20 --junitxml=.stages/unit-fast.xml $(PYTEST_WORKERS)
 
 pythons: venv ## the lifecycle, gate, import, restore and CLI tests with neo-db under every Python 3.10-3.13 found (pyenv, PATH); says which ran
 	VENV=$(VENV) bash tests/pythons.sh
@@ -90,15 +97,27 @@ vm-faults: venv vm-image ## pytest: real power cuts (kill -9 of qemu) and a real
 molecule: venv image ## molecule test: site.yml on the stand-in VPS, verify = the confirmation checklist
 	standin/with-fake-hetzner.sh -- $(BIN)/molecule test
 
-check: lint unit ## the fast path for day-to-day work: lint and the unit suite
+check: lint-fast unit-fast ## the fast path for day-to-day work (under 3 min on two cores): lint-fast and unit-fast
 
-# Each stage of `make test` runs as its own make, timed; the times are printed at the end.
-# A stage another Makefile adds (vm-faults) joins when its target exists.
+# Each stage of `make test` runs as its own make, timed, its output in .stages/STAGE.log; the times
+# are printed at the end. TEST_STAGES: which stages, in the table's order.
 TEST_STAGES := lint rules unit pythons ansible-tests faults vm-faults molecule
+# The stages run in parallel lanes (tests/stages.sh), each lane's stages in order. Stages that share
+# something stay in one lane: faults and molecule both build the stand-in images (make image) and
+# run systemd containers. vm-faults (its own image, QEMU VMs, ephemeral ports) and ansible-tests
+# (the fake API on ephemeral ports, molecule's hetzner scenario in a temp dir) share nothing.
+# NEO_TEST_LANES=1 (or `make test-serial`) runs TEST_STAGES serially, stopping at the first failure.
+export NEO_TEST_LANES ?= lint rules unit pythons | faults molecule | vm-faults ansible-tests
+# The unit and pythons suites keep PYTEST_WORKERS (-n auto) in the lanes: the CPU work is the same
+# with one worker, which would only stretch lane 1 (the longest in CPU) and leave a core idle once
+# the other lanes end. NEO_TEST_LANE_WORKERS="-n 1" sets their workers for the lanes only.
 # Within CI's 90 minutes on two cores: one power cut per synchronous setting (`make vm-faults`
 # alone keeps two; NEO_VM_CUTS=N overrides both).
-test: ## every test, each stage's wall time printed at the end
-	NEO_VM_CUTS=$${NEO_VM_CUTS:-1} MAKE="$(MAKE)" bash tests/stages.sh $(TEST_STAGES)
+test: ## every test, in parallel lanes; each stage's wall time and lane printed at the end
+	NEO_VM_CUTS=$${NEO_VM_CUTS:-1} NEO_TEST_SETUP="venv deps" MAKE="$(MAKE)" bash tests/stages.sh $(TEST_STAGES)
+
+test-serial: ## make test, one stage after the other (NEO_TEST_LANES=1), streaming each stage's output
+	NEO_VM_CUTS=$${NEO_VM_CUTS:-1} NEO_TEST_LANES=1 NEO_TEST_SETUP="venv deps" MAKE="$(MAKE)" bash tests/stages.sh $(TEST_STAGES)
 
 demo: venv image ## bring up neo-vps-local, provision it with site.yml, run one session
 	standin/with-fake-hetzner.sh --state-file .cache/fake-hetzner.json -- bash standin/demo.sh
@@ -111,4 +130,4 @@ standin-down: ## remove the neo-vps-local container
 	podman rm -f neo-vps-local >/dev/null 2>&1 || true
 
 clean: standin-down ## remove the virtualenv and stamps
-	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .stages

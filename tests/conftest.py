@@ -218,9 +218,25 @@ def writer_factory(tmp_path: Path) -> Iterator[Any]:
         w.close()
 
 
+SLOW_TESTS = ROOT / "tests" / "slow_tests.txt"
+
+
+def slow_tests() -> set[str]:
+    """tests/slow_tests.txt: the unit tests measured over about 2 s, one node id a line
+    (tests/test_x.py::test_name covers all its parameters); '#' starts a comment."""
+    lines = (line.split("#", 1)[0].strip() for line in SLOW_TESTS.read_text().splitlines())
+    return {line for line in lines if line}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: `make check` runs `-m "... and not slow"`
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The VM suite (marker vm, minutes of QEMU) runs only when -m names it (make vm-faults):
-    `-m "not standin and not ansible"`, the unit suite's selection, leaves it out."""
+    """The tests listed in tests/slow_tests.txt get the marker slow (make check leaves them to make
+    unit and make test). The VM suite (marker vm, minutes of QEMU) runs only when -m names it
+    (make vm-faults): `-m "not standin and not ansible"`, the unit suite's selection, leaves it out."""
+    slow = slow_tests()
+    for item in items:
+        if item.nodeid.split("[", 1)[0] in slow:
+            item.add_marker(pytest.mark.slow)
     if "vm" in (config.option.markexpr or "").split():
         return
     vm = [item for item in items if item.get_closest_marker("vm")]
