@@ -106,6 +106,14 @@ def test_the_installed_package_zip_is_reproducible_and_runs(tmp_path: Path) -> N
     (tmp_path / "a" / "neo_db.pyz").unlink()
     r = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 1 and "neo_db.pyz is missing: rerun site.yml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # A truncated, empty or foreign zip beside it (a full disk, a hand copy): named, with the same fix, no traceback.
+    good = (tmp_path / "b" / "neo_db.pyz").read_bytes()
+    for broken in (good[: len(good) // 2], b"", b"not a zip\n"):
+        (tmp_path / "a" / "neo_db.pyz").write_bytes(broken)
+        r = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, check=False)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        named = f"neo-db: {tmp_path / 'a' / 'neo_db.pyz'} is not a neo_db.pyz that runs"
+        assert named in r.stderr and "rerun site.yml" in r.stderr, r.stderr
 
 
 def test_concurrent_builds_of_one_pyz_never_share_a_temp_file(tmp_path: Path) -> None:
