@@ -16,13 +16,13 @@ MODULE = ROOT / "library" / "neo_stamp.py"
 NOBODY = 65534
 
 
-def run(tmp_path: Path, mode: str, check_mode: bool = False, **args: Any) -> dict[str, Any]:
+def run(tmp_path: Path, mode: str, check_mode: bool = False, timeout: int = 60, **args: Any) -> dict[str, Any]:
     params = {"mode": mode, "name": "neo_test", "digest": "d" * 64, "stamp_dir": str(tmp_path / "stamps"), **args}
     if check_mode:
         params["_ansible_check_mode"] = True
     args_file = tmp_path / f"args-{mode}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=timeout, check=False)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     assert not result.get("failed"), result
@@ -151,6 +151,32 @@ def test_a_corrupt_stamp_is_not_current_with_a_reason(tmp_path: Path, tree: dict
     assert result["current"] is False
     assert result["reasons"] and all("stamp" in r for r in result["reasons"]), result["reasons"]
     stamp.write_bytes(good)
+    assert check(tmp_path, tree)["current"] is True
+
+
+@pytest.mark.parametrize("spoil", ["fifo", "huge", "directory"])
+def test_a_stamp_that_is_no_regular_file_is_not_current_and_never_hangs(tmp_path: Path, tree: dict[str, Any], spoil: str) -> None:
+    """A FIFO at the stamp's path hung check and record for good (open() waits for a writer); a huge file was read
+    whole into memory. Each is named, check says not current, and the next record replaces it."""
+    run(tmp_path, "record", **tree)
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    assert check(tmp_path, tree)["current"] is True  # positive control
+    stamp.unlink()
+    if spoil == "fifo":
+        os.mkfifo(stamp, 0o600)
+    elif spoil == "huge":
+        with stamp.open("wb") as handle:
+            handle.truncate(1 << 36)  # 64 GiB, sparse
+        os.chmod(stamp, 0o600)
+    else:
+        stamp.mkdir(mode=0o700)
+    result = run(tmp_path, "check", timeout=20, **tree)
+    assert result["current"] is False
+    assert len(result["reasons"]) == 1 and str(stamp) in result["reasons"][0], result["reasons"]
+    assert "not a regular file" in result["reasons"][0] or "too large" in result["reasons"][0], result["reasons"]
+    if spoil == "directory":
+        stamp.rmdir()  # record renames over a file, not a directory: that one is the operator's to remove
+    assert run(tmp_path, "record", timeout=20, **tree)["changed"] is True
     assert check(tmp_path, tree)["current"] is True
 
 
