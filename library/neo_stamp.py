@@ -27,7 +27,7 @@ description:
     Otherwise C(current=false) and C(reasons) name each difference. It never changes anything.
   - C(mode=record) writes the snapshot and the digest atomically (temp file, fsync, rename, fsync of the
     directory); changed only when the stamp's content changes. In check mode it writes nothing.
-  - C(mode=invalidate) removes the stamp (and fsyncs the directory): the first task of a full converge,
+  - C(mode=invalidate) removes the stamp (and fsyncs the directory), the first task of a full converge,
     so that a converge which fails part-way leaves no stamp vouching for the state before it. Changed
     when there was a stamp. In check mode it removes nothing.
   - A unit whose file changed on disk since systemd last loaded it (C(NeedDaemonReload=yes)) is drift too.

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -291,3 +292,22 @@ def test_the_digest_stays_out_of_the_logged_invocation(tmp_path: Path) -> None:
     assert args["name"] == "neo_test"  # the positive control: the other arguments are there
     assert secret_digest not in json.dumps(result)
     assert args["digest"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def test_the_module_documents_itself_and_every_option() -> None:
+    """ansible-doc reads DOCUMENTATION as YAML: a ': ' in a plain description line made it unparsable (the invalidate
+    paragraph), so `ansible-doc -M library neo_stamp` failed. Its options are the module's arguments."""
+    ansible_doc = Path(sys.executable).parent / "ansible-doc"
+    r = subprocess.run(
+        [str(ansible_doc), "-M", str(ROOT / "library"), "-t", "module", "neo_stamp", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+    assert r.returncode == 0 and "ERROR" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)["neo_stamp"]["doc"]
+    spec = MODULE.read_text().split("argument_spec={")[1].split("},\n        supports_check_mode")[0]
+    assert sorted(doc["options"]) == sorted(re.findall(r'^\s+"(\w+)": \{"type"', spec, re.MULTILINE))
+    assert any("invalidate" in line for line in doc["description"])
