@@ -33,6 +33,7 @@ description:
   - A unit whose file changed on disk since systemd last loaded it (C(NeedDaemonReload=yes)) is drift too.
   - A stamp directory or file not owned by root, or writable by group or others, is not trusted; nor is a stamp
     that is not a regular file (a FIFO is never opened for a read that would wait) or larger than 16 MiB.
+    A symlink in the stamp directory's place is not followed (record replaces it with the directory).
 options:
   mode: {type: str, choices: [check, record, invalidate], default: check, description: check, record or remove the stamp}
   name: {type: str, required: true, description: the role}
@@ -279,9 +280,14 @@ def untrusted(path: str, st: os.stat_result, what: str) -> str:
 
 def read_stamp(stamp_dir: str, stamp_path: str) -> tuple[dict[str, object] | None, str]:
     try:
-        dir_st = os.stat(stamp_dir)
+        dir_st = os.lstat(stamp_dir)
     except FileNotFoundError:
         return None, "no stamp yet"
+    if not stat.S_ISDIR(dir_st.st_mode):  # the module makes it a directory: a symlink put there is not followed
+        return None, (
+            f"stamp directory {stamp_dir} is a {kind(dir_st.st_mode)}, not the directory this module makes: not trusted; "
+            "the next full converge replaces it (a symlink: what it points to is left alone)"
+        )
     why = untrusted(stamp_dir, dir_st, "directory")
     if why:
         return None, why
@@ -322,6 +328,10 @@ def render(name: str, digest: str, snap: dict[str, object]) -> bytes:
 
 
 def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, content: bytes) -> None:
+    # A symlink in the directory's place is replaced, never followed: the chown and chmod below would
+    # otherwise land on what it points to (a shared /tmp made 0700).
+    if os.path.islink(stamp_dir):
+        os.unlink(stamp_dir)
     os.makedirs(stamp_dir, mode=0o700, exist_ok=True)
     if os.geteuid() == 0:
         os.chown(stamp_dir, 0, 0)
@@ -347,8 +357,8 @@ def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, con
 
 def remove_stamp(module: AnsibleModule, stamp_dir: str, stamp_path: str) -> bool:
     """Remove the stamp before a full converge; True when there was one. Not in check mode."""
-    if not os.path.lexists(stamp_path):
-        return False
+    if os.path.islink(stamp_dir) or not os.path.lexists(stamp_path):
+        return False  # a symlinked stamp dir is never trusted (read_stamp), and what it points to is not the module's
     if module.check_mode:
         return True
     try:

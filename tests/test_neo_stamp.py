@@ -311,3 +311,24 @@ def test_the_module_documents_itself_and_every_option() -> None:
     spec = MODULE.read_text().split("argument_spec={")[1].split("},\n        supports_check_mode")[0]
     assert sorted(doc["options"]) == sorted(re.findall(r'^\s+"(\w+)": \{"type"', spec, re.MULTILINE))
     assert any("invalidate" in line for line in doc["description"])
+
+
+def test_a_symlinked_stamp_dir_is_refused_and_what_it_points_to_left_alone(tmp_path: Path, tree: dict[str, Any]) -> None:
+    """The module makes the stamp dir itself (root, 0700). A symlink put in its place (to a shared dir, /tmp say) was
+    followed: check trusted what it pointed to, and record chowned it to root and chmodded it 0700 (a 1777 /tmp would
+    lock every user out) before writing the stamp there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    (tmp_path / "stamps").symlink_to(shared)
+    (shared / "neo_test.json").write_text("{}")  # not the module's: left alone
+    reasons = check(tmp_path, tree)["reasons"]
+    assert len(reasons) == 1 and f"stamp directory {tmp_path / 'stamps'} is a symlink" in reasons[0] and "not trusted" in reasons[0], (
+        reasons
+    )
+    assert run(tmp_path, "invalidate")["changed"] is False
+    # the next full converge's record replaces the symlink with the module's own directory
+    assert run(tmp_path, "record", **tree)["changed"] is True
+    assert (shared.stat().st_mode & 0o7777, [p.name for p in shared.iterdir()]) == (0o1777, ["neo_test.json"])
+    assert not (tmp_path / "stamps").is_symlink() and (tmp_path / "stamps").stat().st_mode & 0o777 == 0o700
+    assert check(tmp_path, tree)["current"] is True  # positive control: the module's own directory
