@@ -27,11 +27,13 @@ description:
     Otherwise C(current=false) and C(reasons) name each difference. It never changes anything.
   - C(mode=record) writes the snapshot and the digest atomically (temp file, fsync, rename, fsync of the
     directory); changed only when the stamp's content changes. In check mode it writes nothing.
-  - C(mode=invalidate) removes the stamp (and fsyncs the directory): the first task of a full converge,
+  - C(mode=invalidate) removes the stamp (and fsyncs the directory), the first task of a full converge,
     so that a converge which fails part-way leaves no stamp vouching for the state before it. Changed
     when there was a stamp. In check mode it removes nothing.
   - A unit whose file changed on disk since systemd last loaded it (C(NeedDaemonReload=yes)) is drift too.
-  - A stamp directory or file not owned by root, or writable by group or others, is not trusted.
+  - A stamp directory or file not owned by root, or writable by group or others, is not trusted; nor is a stamp
+    that is not a regular file (a FIFO is never opened for a read that would wait) or larger than 16 MiB.
+    A symlink in the stamp directory's place is not followed (record replaces it with the directory).
 options:
   mode: {type: str, choices: [check, record, invalidate], default: check, description: check, record or remove the stamp}
   name: {type: str, required: true, description: the role}
@@ -57,6 +59,7 @@ stamp: {type: str, description: the stamp file}
 
 FORMAT = 1
 MISSING = "absent"
+MAX_STAMP_BYTES = 16 << 20  # a stamp is a few KiB; a bigger file is not one this module wrote
 
 
 def sha256_file(path: str) -> str:
@@ -277,23 +280,39 @@ def untrusted(path: str, st: os.stat_result, what: str) -> str:
 
 def read_stamp(stamp_dir: str, stamp_path: str) -> tuple[dict[str, object] | None, str]:
     try:
-        dir_st = os.stat(stamp_dir)
+        dir_st = os.lstat(stamp_dir)
     except FileNotFoundError:
         return None, "no stamp yet"
+    if not stat.S_ISDIR(dir_st.st_mode):  # the module makes it a directory: a symlink put there is not followed
+        return None, (
+            f"stamp directory {stamp_dir} is a {kind(dir_st.st_mode)}, not the directory this module makes: not trusted; "
+            "the next full converge replaces it (a symlink: what it points to is left alone)"
+        )
     why = untrusted(stamp_dir, dir_st, "directory")
     if why:
         return None, why
     try:
-        fd = os.open(stamp_path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO put there must not hang the run waiting for a writer (regular files ignore it)
+        fd = os.open(stamp_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None, "no stamp yet"
     except OSError as exc:
         return None, f"stamp {stamp_path} cannot be read ({exc.strerror or exc}): rerun with -e neo_converge_force=true"
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        what = "a FIFO" if stat.S_ISFIFO(st.st_mode) else kind(st.st_mode)
+        return None, f"stamp {stamp_path} is not a regular file ({what}): not trusted; fix: remove it (the next converge rewrites it)"
     with os.fdopen(fd, "rb") as handle:
-        why = untrusted(stamp_path, os.fstat(handle.fileno()), "file")
+        why = untrusted(stamp_path, st, "file")
         if why:
             return None, why
-        raw = handle.read()
+        if st.st_size > MAX_STAMP_BYTES:
+            return (
+                None,
+                f"stamp {stamp_path} is too large ({st.st_size} bytes): not trusted; fix: rm {stamp_path} (the next converge rewrites it)",
+            )
+        raw = handle.read(MAX_STAMP_BYTES + 1)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -309,6 +328,10 @@ def render(name: str, digest: str, snap: dict[str, object]) -> bytes:
 
 
 def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, content: bytes) -> None:
+    # A symlink in the directory's place is replaced, never followed: the chown and chmod below would
+    # otherwise land on what it points to (a shared /tmp made 0700).
+    if os.path.islink(stamp_dir):
+        os.unlink(stamp_dir)
     os.makedirs(stamp_dir, mode=0o700, exist_ok=True)
     if os.geteuid() == 0:
         os.chown(stamp_dir, 0, 0)
@@ -334,8 +357,8 @@ def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, con
 
 def remove_stamp(module: AnsibleModule, stamp_dir: str, stamp_path: str) -> bool:
     """Remove the stamp before a full converge; True when there was one. Not in check mode."""
-    if not os.path.lexists(stamp_path):
-        return False
+    if os.path.islink(stamp_dir) or not os.path.lexists(stamp_path):
+        return False  # a symlinked stamp dir is never trusted (read_stamp), and what it points to is not the module's
     if module.check_mode:
         return True
     try:
@@ -380,12 +403,9 @@ def main() -> None:
     if params["mode"] == "record":
         content = render(name, params["digest"], snap)
         # Changed when the content differs, or when the stamp there is not to be trusted (rewritten).
+        # (read_stamp, not a plain open: a FIFO there would hang the run, a huge file fill the memory)
         previous, _ = read_stamp(stamp_dir, stamp_path)
-        try:
-            with open(stamp_path, "rb") as handle:
-                changed = previous is None or handle.read() != content
-        except OSError:
-            changed = True
+        changed = previous is None or previous != json.loads(content)
         if changed and not module.check_mode:
             write_atomically(module, stamp_dir, stamp_path, content)
         module.exit_json(changed=changed, stamp=stamp_path, reasons=unavailable)

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,13 +17,13 @@ MODULE = ROOT / "library" / "neo_stamp.py"
 NOBODY = 65534
 
 
-def run(tmp_path: Path, mode: str, check_mode: bool = False, **args: Any) -> dict[str, Any]:
+def run(tmp_path: Path, mode: str, check_mode: bool = False, timeout: int = 60, **args: Any) -> dict[str, Any]:
     params = {"mode": mode, "name": "neo_test", "digest": "d" * 64, "stamp_dir": str(tmp_path / "stamps"), **args}
     if check_mode:
         params["_ansible_check_mode"] = True
     args_file = tmp_path / f"args-{mode}.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run([sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, timeout=timeout, check=False)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     assert not result.get("failed"), result
@@ -154,6 +155,32 @@ def test_a_corrupt_stamp_is_not_current_with_a_reason(tmp_path: Path, tree: dict
     assert check(tmp_path, tree)["current"] is True
 
 
+@pytest.mark.parametrize("spoil", ["fifo", "huge", "directory"])
+def test_a_stamp_that_is_no_regular_file_is_not_current_and_never_hangs(tmp_path: Path, tree: dict[str, Any], spoil: str) -> None:
+    """A FIFO at the stamp's path hung check and record for good (open() waits for a writer); a huge file was read
+    whole into memory. Each is named, check says not current, and the next record replaces it."""
+    run(tmp_path, "record", **tree)
+    stamp = tmp_path / "stamps" / "neo_test.json"
+    assert check(tmp_path, tree)["current"] is True  # positive control
+    stamp.unlink()
+    if spoil == "fifo":
+        os.mkfifo(stamp, 0o600)
+    elif spoil == "huge":
+        with stamp.open("wb") as handle:
+            handle.truncate(1 << 36)  # 64 GiB, sparse
+        os.chmod(stamp, 0o600)
+    else:
+        stamp.mkdir(mode=0o700)
+    result = run(tmp_path, "check", timeout=20, **tree)
+    assert result["current"] is False
+    assert len(result["reasons"]) == 1 and str(stamp) in result["reasons"][0], result["reasons"]
+    assert "not a regular file" in result["reasons"][0] or "too large" in result["reasons"][0], result["reasons"]
+    if spoil == "directory":
+        stamp.rmdir()  # record renames over a file, not a directory: that one is the operator's to remove
+    assert run(tmp_path, "record", timeout=20, **tree)["changed"] is True
+    assert check(tmp_path, tree)["current"] is True
+
+
 @pytest.mark.parametrize(
     ("target", "spoil", "fix"),
     [
@@ -265,3 +292,43 @@ def test_the_digest_stays_out_of_the_logged_invocation(tmp_path: Path) -> None:
     assert args["name"] == "neo_test"  # the positive control: the other arguments are there
     assert secret_digest not in json.dumps(result)
     assert args["digest"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def test_the_module_documents_itself_and_every_option() -> None:
+    """ansible-doc reads DOCUMENTATION as YAML: a ': ' in a plain description line made it unparsable (the invalidate
+    paragraph), so `ansible-doc -M library neo_stamp` failed. Its options are the module's arguments."""
+    ansible_doc = Path(sys.executable).parent / "ansible-doc"
+    r = subprocess.run(
+        [str(ansible_doc), "-M", str(ROOT / "library"), "-t", "module", "neo_stamp", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+    assert r.returncode == 0 and "ERROR" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)["neo_stamp"]["doc"]
+    spec = MODULE.read_text().split("argument_spec={")[1].split("},\n        supports_check_mode")[0]
+    assert sorted(doc["options"]) == sorted(re.findall(r'^\s+"(\w+)": \{"type"', spec, re.MULTILINE))
+    assert any("invalidate" in line for line in doc["description"])
+
+
+def test_a_symlinked_stamp_dir_is_refused_and_what_it_points_to_left_alone(tmp_path: Path, tree: dict[str, Any]) -> None:
+    """The module makes the stamp dir itself (root, 0700). A symlink put in its place (to a shared dir, /tmp say) was
+    followed: check trusted what it pointed to, and record chowned it to root and chmodded it 0700 (a 1777 /tmp would
+    lock every user out) before writing the stamp there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    (tmp_path / "stamps").symlink_to(shared)
+    (shared / "neo_test.json").write_text("{}")  # not the module's: left alone
+    reasons = check(tmp_path, tree)["reasons"]
+    assert len(reasons) == 1 and f"stamp directory {tmp_path / 'stamps'} is a symlink" in reasons[0] and "not trusted" in reasons[0], (
+        reasons
+    )
+    assert run(tmp_path, "invalidate")["changed"] is False
+    # the next full converge's record replaces the symlink with the module's own directory
+    assert run(tmp_path, "record", **tree)["changed"] is True
+    assert (shared.stat().st_mode & 0o7777, [p.name for p in shared.iterdir()]) == (0o1777, ["neo_test.json"])
+    assert not (tmp_path / "stamps").is_symlink() and (tmp_path / "stamps").stat().st_mode & 0o777 == 0o700
+    assert check(tmp_path, tree)["current"] is True  # positive control: the module's own directory

@@ -106,6 +106,67 @@ def test_the_installed_package_zip_is_reproducible_and_runs(tmp_path: Path) -> N
     (tmp_path / "a" / "neo_db.pyz").unlink()
     r = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, check=False)
     assert r.returncode == 1 and "neo_db.pyz is missing: rerun site.yml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # A truncated, empty or foreign zip beside it (a full disk, a hand copy): named, with the same fix, no traceback.
+    good = (tmp_path / "b" / "neo_db.pyz").read_bytes()
+    for broken in (good[: len(good) // 2], b"", b"not a zip\n"):
+        (tmp_path / "a" / "neo_db.pyz").write_bytes(broken)
+        r = subprocess.run([str(launcher), "--version"], capture_output=True, text=True, check=False)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        named = f"neo-db: {tmp_path / 'a' / 'neo_db.pyz'} is not a neo_db.pyz that runs"
+        assert named in r.stderr and "rerun site.yml" in r.stderr, r.stderr
+
+
+def test_concurrent_builds_of_one_pyz_never_share_a_temp_file(tmp_path: Path) -> None:
+    """Two site.yml runs from one checkout build the same .cache/neo_db.pyz at once: each build writes its own
+    temp file. The old fixed OUT.tmp was truncated by one build while another renamed it into place (a short
+    pyz for a moment, then FileNotFoundError and a traceback from the build whose temp file had gone)."""
+    build = ROOT / "scripts" / "build-pyz"
+    out = tmp_path / "cache" / "neo_db.pyz"
+    out.parent.mkdir()
+    # Another build's temp file under the old fixed name is left alone (not truncated, not renamed over OUT).
+    other = tmp_path / "cache" / "neo_db.tmp"
+    other.write_bytes(b"another build's half-written zip")
+    r = subprocess.run([SYSTEM_PYTHON, "-I", str(build), str(out)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert other.read_bytes() == b"another build's half-written zip"
+    good = out.read_bytes()
+    assert subprocess.run([SYSTEM_PYTHON, "-I", str(out), "--version"], capture_output=True, text=True, check=True).stdout.startswith(
+        "neo-db "
+    )
+    assert out.stat().st_mode & 0o777 == 0o644
+    # Builds racing on a fresh OUT: every one succeeds, no traceback, and OUT ends whole with no temp left.
+    other.unlink()
+    for _ in range(3):
+        out.unlink()
+        procs = [
+            subprocess.Popen([SYSTEM_PYTHON, "-I", str(build), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(8)
+        ]
+        results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+        for p in procs:
+            for stream in (p.stdout, p.stderr):
+                if stream:
+                    stream.close()
+        assert all(rc == 0 and "Traceback" not in err for rc, err in results), results
+        assert out.read_bytes() == good
+        assert sorted(p.name for p in out.parent.iterdir()) == ["neo_db.pyz"]
+
+
+def test_build_pyz_that_cannot_write_names_the_file_without_a_traceback(tmp_path: Path) -> None:
+    """A checkout whose .cache is not a directory (a file, a dangling symlink): the build names OUT and the fix."""
+    build = ROOT / "scripts" / "build-pyz"
+    (tmp_path / "cache").write_text("not a directory")
+    r = subprocess.run(
+        [SYSTEM_PYTHON, "-I", str(build), str(tmp_path / "cache" / "neo_db.pyz")], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"cannot write {tmp_path / 'cache' / 'neo_db.pyz'}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # Positive control: the same build into a directory works.
+    (tmp_path / "cache").unlink()
+    r = subprocess.run(
+        [SYSTEM_PYTHON, "-I", str(build), str(tmp_path / "cache" / "neo_db.pyz")], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0 and "built " in r.stdout, r.stdout + r.stderr
 
 
 # A role reaches for nothing outside itself (issue 17): what it installs comes in through its variables
