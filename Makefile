@@ -60,8 +60,8 @@ vm-image: deps venv ## build the VM stand-in disk image for vm-faults (cached; t
 	bash vm/build-image.sh
 
 lint: venv ## ruff, mypy, yamllint, ansible-lint (production profile), bash -n (and shellcheck if installed) on tests/molecule/*.sh
-	$(BIN)/ruff check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
-	$(BIN)/ruff format --check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz
+	$(BIN)/ruff check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz roles/neo_safeguards/files/neo-db
+	$(BIN)/ruff format --check scripts tests bench library scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz roles/neo_safeguards/files/neo-db
 	$(BIN)/mypy
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
