@@ -200,3 +200,22 @@ def test_the_stamp_is_recorded_only_by_a_full_untagged_real_run(tmp_path: Path, 
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"RECORD={records}" in proc.stdout, proc.stdout
+
+
+def first_full_converge_task(role: str) -> dict[str, Any]:
+    """The first task of the first file main.yml includes for the full converge."""
+    main = yaml.safe_load((ROOT / "roles" / role / "tasks" / "main.yml").read_text())
+    includes = [task for task in main if "ansible.builtin.include_tasks" in task]
+    assert includes, f"{role}: main.yml includes no converge file"
+    first = includes[0]["ansible.builtin.include_tasks"]
+    return dict(yaml.safe_load((ROOT / "roles" / role / "tasks" / first).read_text())[0])
+
+
+@pytest.mark.parametrize("role", STAMPED)
+def test_a_full_converge_removes_the_stamp_before_it_changes_anything(role: str) -> None:
+    """The invalidate task is the first task of the full converge (neo_host's has two parts around the
+    Cloud Firewall: it was the first of the second part, after the packages and nftables)."""
+    task = first_full_converge_task(role)
+    name, args = module_of(task)
+    assert (name, (args or {}).get("mode")) == ("neo_stamp", "invalidate"), f"{role}: the full converge starts with {task}"
+    assert task.get("when") == "not ansible_check_mode", task
