@@ -94,7 +94,10 @@ def describe(path: str, follow: bool) -> dict[str, object]:
         except OSError as exc:
             entry["sha256"] = f"unreadable: {exc.strerror or exc}"
     elif stat.S_ISLNK(st.st_mode):
-        entry["target"] = os.readlink(path)
+        try:
+            entry["target"] = os.readlink(path)
+        except OSError as exc:  # removed or replaced between the lstat and here
+            entry["target"] = f"unreadable: {exc.strerror or exc}"
         # A managed directory may be a symlink to one (a volume): what it points to counts too.
         entry["to"] = describe(path, follow=True)
         entry.pop("mode")  # a symlink's own mode means nothing on Linux

@@ -332,3 +332,49 @@ def test_a_symlinked_stamp_dir_is_refused_and_what_it_points_to_left_alone(tmp_p
     assert (shared.stat().st_mode & 0o7777, [p.name for p in shared.iterdir()]) == (0o1777, ["neo_test.json"])
     assert not (tmp_path / "stamps").is_symlink() and (tmp_path / "stamps").stat().st_mode & 0o777 == 0o700
     assert check(tmp_path, tree)["current"] is True  # positive control: the module's own directory
+
+
+FAKE_SYSTEMCTL = """#!/usr/bin/python3
+# `systemctl show --property=... -- UNIT...` as systemd prints it (one block a unit, a blank line
+# between), from a JSON file of unit -> properties: systemd does not run here.
+import json, os, sys
+units = json.load(open(os.environ["NEO_FAKE_UNITS"]))
+names = sys.argv[sys.argv.index("--") + 1 :]
+print("\\n\\n".join("\\n".join([f"Id={n}"] + [f"{k}={v}" for k, v in units[n].items()]) for n in names))
+"""
+
+
+def test_a_unit_changed_on_disk_without_daemon_reload_is_drift_and_an_enabled_only_units_state_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NeedDaemonReload=yes is drift, named; for an enabled_units unit (the engine, which operators start and
+    stop) the active state is not part of the stamp. systemd does not run here: systemctl is a stand-in that
+    prints `systemctl show`'s format; the module's parsing and comparison are the real ones."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    state = tmp_path / "units.json"
+    loaded = {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active", "NeedDaemonReload": "no"}
+    units = {"neo-db-prune.timer": dict(loaded), "neo-engine.service": dict(loaded)}
+    state.write_text(json.dumps(units))
+    args = {"units": ["neo-db-prune.timer"], "enabled_units": ["neo-engine.service"]}
+    monkeypatch.setenv("NEO_FAKE_UNITS", str(state))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    run(tmp_path, "record", **args)
+    # Positive control: the same answers are current.
+    assert run(tmp_path, "check", **args)["current"] is True
+    # The engine stopped by an operator: not drift (its enablement only is stamped).
+    units["neo-engine.service"]["ActiveState"] = "inactive"
+    state.write_text(json.dumps(units))
+    assert run(tmp_path, "check", **args)["current"] is True
+    # The timer's file changed on disk with no daemon-reload: drift, named.
+    units["neo-db-prune.timer"]["NeedDaemonReload"] = "yes"
+    state.write_text(json.dumps(units))
+    result = run(tmp_path, "check", **args)
+    assert result["reasons"] == ["neo-db-prune.timer: changed on disk, systemd has not reloaded it (daemon-reload)"], result
+    # The engine disabled by hand: drift, named.
+    units["neo-db-prune.timer"]["NeedDaemonReload"] = "no"
+    units["neo-engine.service"]["UnitFileState"] = "disabled"
+    state.write_text(json.dumps(units))
+    assert run(tmp_path, "check", **args)["reasons"] == ["neo-engine.service: is-enabled disabled, was enabled"]

@@ -88,10 +88,14 @@ def tasks_of(role: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return found
 
 
-def stamp_args(role: str, mode: str) -> dict[str, Any]:
+def stamp_task(role: str, mode: str) -> dict[str, Any]:
     tasks = [task for task, _ in tasks_of(role) if module_of(task)[0] == "neo_stamp" and module_of(task)[1].get("mode") == mode]
     assert len(tasks) == 1, f"{role}: expected one neo_stamp {mode} task, found {len(tasks)}"
-    return dict(module_of(tasks[0])[1])
+    return tasks[0]
+
+
+def stamp_args(role: str, mode: str) -> dict[str, Any]:
+    return dict(module_of(stamp_task(role, mode))[1])
 
 
 def written(role: str, variables: dict[str, Any]) -> dict[str, set[str]]:
@@ -124,19 +128,23 @@ def written(role: str, variables: dict[str, Any]) -> dict[str, set[str]]:
     return out
 
 
+def uncovered(role: str, variables: dict[str, Any], check: dict[str, Any]) -> dict[str, list[str]]:
+    """What the role's tasks converge that the stamp check's arguments do not list, by kind."""
+    stamped = {key: set(render(variables, check.get(key, []))) for key in ("paths", "units", "packages")}
+    stamped["units"] |= set(render(variables, check.get("enabled_units", [])))
+    tasks = written(role, variables)
+    assert tasks["paths"], f"{role}: no file-writing task found: the parser is broken"
+    tasks["units"] -= ONE_SHOTS.get(role, set())
+    return {key: sorted(tasks[key] - stamped[key]) for key in ("paths", "units", "packages") if tasks[key] - stamped[key]}
+
+
 @pytest.mark.parametrize("role", STAMPED)
 def test_the_stamp_covers_every_path_unit_and_package_the_role_converges(role: str) -> None:
     variables = role_vars(role)
     check, record = stamp_args(role, "check"), stamp_args(role, "record")
     assert {k: v for k, v in check.items() if k != "mode"} == {k: v for k, v in record.items() if k != "mode"}, role
-    stamped = {key: set(render(variables, check.get(key, []))) for key in ("paths", "units", "packages")}
-    tasks = written(role, variables)
-    assert tasks["paths"], f"{role}: no file-writing task found: the parser is broken"
-    tasks["units"] -= ONE_SHOTS.get(role, set())
-    stamped["units"] |= set(render(variables, check.get("enabled_units", [])))
-    for key in ("paths", "units", "packages"):
-        missing = sorted(tasks[key] - stamped[key])
-        assert not missing, f"{role}: the converge stamp's {key} lack {missing}: add them to the role's stamp list in vars/main.yml"
+    missing = uncovered(role, variables, check)
+    assert not missing, f"{role}: the converge stamp lacks {missing}: add them to the role's stamp lists in vars/main.yml"
 
 
 def test_the_parser_sees_each_kind_of_task() -> None:
@@ -151,13 +159,18 @@ def test_the_parser_sees_each_kind_of_task() -> None:
     assert {"neo-db-metrics.timer", "prometheus-node-exporter.service"} <= monitoring["units"]
 
 
-def test_an_uncovered_path_is_reported(tmp_path: Path) -> None:
-    """The negative check: a stamp list without one of the role's paths fails, naming it."""
-    variables = role_vars("neo_logrotate")
-    tasks = written("neo_logrotate", variables)
-    stamped = set(render(variables, stamp_args("neo_logrotate", "check")["paths"]))
-    assert tasks["paths"] <= stamped
-    assert tasks["paths"] - (stamped - {"/etc/logrotate.d/neo"}) == {"/etc/logrotate.d/neo"}
+def test_an_uncovered_path_or_unit_is_reported() -> None:
+    """The negative check, through the same uncovered() as the test above: a stamp list without one of
+    the role's paths or units names it; the role's own lists are the positive control."""
+    logrotate = role_vars("neo_logrotate")
+    check = stamp_args("neo_logrotate", "check")
+    assert uncovered("neo_logrotate", logrotate, check) == {}
+    assert uncovered("neo_logrotate", logrotate, {**check, "paths": []}) == {"paths": ["/etc/logrotate.d/neo"]}
+    host = role_vars("neo_host")
+    check = stamp_args("neo_host", "check")
+    assert uncovered("neo_host", host, check) == {}
+    without = {**check, "units": "{{ _neo_host_stamp_units | reject('equalto', 'nftables.service') | list }}"}
+    assert uncovered("neo_host", host, without) == {"units": ["nftables.service"]}
 
 
 @pytest.mark.ansible
@@ -169,7 +182,7 @@ def test_an_uncovered_path_is_reported(tmp_path: Path) -> None:
 def test_the_stamp_is_recorded_only_by_a_full_untagged_real_run(tmp_path: Path, args: list[str], records: bool) -> None:
     """Each role's record condition, evaluated by ansible-playbook itself (ansible_run_tags is a tuple in
     ansible-core 2.19: a plain `== ['all']` was never true, and no stamp was ever recorded)."""
-    conditions = {role: stamp_args_task(role, "record")["when"] for role in STAMPED}
+    conditions = {role: stamp_task(role, "record")["when"] for role in STAMPED}
     assert len(set(conditions.values())) == 1, conditions
     play = [
         {
@@ -189,7 +202,20 @@ def test_the_stamp_is_recorded_only_by_a_full_untagged_real_run(tmp_path: Path, 
     assert f"RECORD={records}" in proc.stdout, proc.stdout
 
 
-def stamp_args_task(role: str, mode: str) -> dict[str, Any]:
-    tasks = [task for task, _ in tasks_of(role) if module_of(task)[0] == "neo_stamp" and module_of(task)[1].get("mode") == mode]
-    assert len(tasks) == 1, role
-    return tasks[0]
+def first_full_converge_task(role: str) -> dict[str, Any]:
+    """The first task of the first file main.yml includes for the full converge."""
+    main = yaml.safe_load((ROOT / "roles" / role / "tasks" / "main.yml").read_text())
+    includes = [task for task in main if "ansible.builtin.include_tasks" in task]
+    assert includes, f"{role}: main.yml includes no converge file"
+    first = includes[0]["ansible.builtin.include_tasks"]
+    return dict(yaml.safe_load((ROOT / "roles" / role / "tasks" / first).read_text())[0])
+
+
+@pytest.mark.parametrize("role", STAMPED)
+def test_a_full_converge_removes_the_stamp_before_it_changes_anything(role: str) -> None:
+    """The invalidate task is the first task of the full converge (neo_host's has two parts around the
+    Cloud Firewall: it was the first of the second part, after the packages and nftables)."""
+    task = first_full_converge_task(role)
+    name, args = module_of(task)
+    assert (name, (args or {}).get("mode")) == ("neo_stamp", "invalidate"), f"{role}: the full converge starts with {task}"
+    assert task.get("when") == "not ansible_check_mode", task

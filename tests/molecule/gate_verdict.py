@@ -12,7 +12,12 @@ def main() -> int:
     subprocess.run(["journalctl", "-u", "neo-engine.service", "-o", "cat", "--no-pager", "-n", "30"], check=False)
     sys.stdout.flush()
     confirm = subprocess.run(["neo-db", "confirm", "--json"], stdout=subprocess.PIPE, text=True, check=False)
-    print([i for i in json.loads(confirm.stdout)["items"] if i["item"] == "the engine is installed"])
+    try:
+        items = json.loads(confirm.stdout)["items"]
+    except (ValueError, KeyError, TypeError):
+        print(f"neo-db confirm --json printed no report (exit {confirm.returncode}): {confirm.stdout!r}")
+        return 0
+    print([i for i in items if i["item"] == "the engine is installed"])
     return 0
 
 
