@@ -24,7 +24,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The unit and pythons suites run on every core (pytest-xdist); PYTEST_WORKERS= runs them serially.
 export PYTEST_WORKERS ?= -n auto
 
-APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus qemu-system-x86 qemu-utils e2fsprogs openssh-client
+APT_PACKAGES := podman runc debootstrap python3 python3-venv python3-yaml sqlite3 logrotate uidmap prometheus qemu-system-x86 qemu-utils e2fsprogs openssh-client shellcheck
 
 .PHONY: help deps venv image vm-image lint lint-fast rules unit unit-fast pythons ansible-tests faults vm-faults molecule check test test-serial demo bench standin-down clean
 
@@ -68,9 +68,9 @@ lint-fast: venv ## ruff, mypy, yamllint, bash -n on tests/molecule/*.sh: lint wi
 	$(BIN)/yamllint -s .
 	for f in tests/stages.sh tests/pythons.sh tests/molecule/*.sh; do bash -n "$$f" || exit 1; done
 
-lint: lint-fast ## lint-fast, ansible-lint (production profile), shellcheck (if installed) on the test scripts
+lint: lint-fast deps ## lint-fast, ansible-lint (production profile), shellcheck (apt, make deps) on the test scripts
 	$(BIN)/ansible-lint --profile production
-	if command -v shellcheck >/dev/null; then shellcheck tests/stages.sh tests/molecule/*.sh; else echo "shellcheck not installed: skipped tests/stages.sh tests/molecule/*.sh"; fi
+	shellcheck tests/stages.sh tests/molecule/*.sh
 
 rules: deps ## promtool: check the alert rules and run their unit tests (every alert firing and not firing)
 	promtool check rules roles/neo_monitoring/files/neo_db_alerts.yml roles/neo_monitoring/files/neo_host_alerts.yml

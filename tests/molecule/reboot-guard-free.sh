@@ -4,7 +4,7 @@
 # No -e: each line is a result for the assert; the exit status is the timer start's.
 set -uo pipefail
 systemctl start neo-host-reboot-guard.service
-echo "calls: $(cat /root/neo-test-reboots.log 2>/dev/null | wc -l)"
+echo "calls: $(wc -l 2>/dev/null </root/neo-test-reboots.log || echo 0)"
 journalctl -u neo-host-reboot-guard.service -o cat --no-pager | grep 'reboot-guard:' | tail -n 2
 grep '^neo_host_reboot_guard_last_decision{decision="rebooting"}' /var/lib/prometheus/node-exporter/neo_host.prom
 rm -f /run/neo-test-reboot-required

@@ -5,6 +5,7 @@
 # No -e: a refused login is an expected result, reported in its line; the exit status is kill's.
 set -uo pipefail
 opts=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
+# shellcheck disable=SC2054  # the comma is in an ssh option value, not between array elements
 pw=(-o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive -o NumberOfPasswordPrompts=1)
 # one line per login: ssh ends its messages with CR LF, and each rc is taken right after its ssh
 # (dash, the default /bin/sh, expanded "$(ssh ...) rc=$?" to rc=0 whatever ssh returned)
