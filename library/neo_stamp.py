@@ -12,6 +12,8 @@ import os
 import pwd
 import stat
 import tempfile
+from collections.abc import Callable
+from typing import TypeVar
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -58,6 +60,7 @@ stamp: {type: str, description: the stamp file}
 """
 
 FORMAT = 1
+T = TypeVar("T")
 MISSING = "absent"
 MAX_STAMP_BYTES = 16 << 20  # a stamp is a few KiB; a bigger file is not one this module wrote
 
@@ -151,31 +154,35 @@ def snapshot_packages(module: AnsibleModule, packages: list[str]) -> tuple[dict[
     return {name: found.get(name, "not installed") for name in names}, ""
 
 
+def lookup(find: Callable[[str], T], name: str) -> T | None:
+    """A passwd or group entry through NSS, or None when there is none of that name."""
+    try:
+        return find(name)
+    except KeyError:
+        return None
+
+
 def snapshot_accounts(users: list[str], groups: list[str]) -> dict[str, object]:
     """Each user's uid, gid, home, shell and supplementary groups; each group's gid and members
     (the passwd and group databases through NSS, as the role's own tasks see them)."""
     every_group = grp.getgrall() if users else []
     accounts: dict[str, object] = {}
     for name in sorted(set(users)):
-        try:
-            pw = pwd.getpwnam(name)
-        except KeyError:
-            accounts[f"user {name}"] = MISSING
-            continue
-        accounts[f"user {name}"] = {
-            "uid": pw.pw_uid,
-            "gid": pw.pw_gid,
-            "home": pw.pw_dir,
-            "shell": pw.pw_shell,
-            "groups": sorted(g.gr_name for g in every_group if name in g.gr_mem),
-        }
+        pw = lookup(pwd.getpwnam, name)
+        accounts[f"user {name}"] = (
+            MISSING
+            if pw is None
+            else {
+                "uid": pw.pw_uid,
+                "gid": pw.pw_gid,
+                "home": pw.pw_dir,
+                "shell": pw.pw_shell,
+                "groups": sorted(g.gr_name for g in every_group if name in g.gr_mem),
+            }
+        )
     for name in sorted(set(groups)):
-        try:
-            gr = grp.getgrnam(name)
-        except KeyError:
-            accounts[f"group {name}"] = MISSING
-            continue
-        accounts[f"group {name}"] = {"gid": gr.gr_gid, "members": sorted(gr.gr_mem)}
+        gr = lookup(grp.getgrnam, name)
+        accounts[f"group {name}"] = MISSING if gr is None else {"gid": gr.gr_gid, "members": sorted(gr.gr_mem)}
     return accounts
 
 
