@@ -337,6 +337,15 @@ def render(name: str, digest: str, snap: dict[str, object]) -> bytes:
     return (json.dumps(body, sort_keys=True, indent=1) + "\n").encode("utf-8")
 
 
+def fsync_dir(path: str) -> None:
+    """Make a rename or an unlink in `path` durable (a power cut after it keeps it)."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, content: bytes) -> None:
     # A symlink in the directory's place is replaced, never followed: the chown and chmod below would
     # otherwise land on what it points to (a shared /tmp made 0700).
@@ -358,11 +367,7 @@ def write_atomically(module: AnsibleModule, stamp_dir: str, stamp_path: str, con
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         module.fail_json(msg=f"could not write the stamp {stamp_path}: {exc.strerror or exc}", stamp=stamp_path)
-    dir_fd = os.open(stamp_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(stamp_dir)
 
 
 def remove_stamp(module: AnsibleModule, stamp_dir: str, stamp_path: str) -> bool:
@@ -373,11 +378,7 @@ def remove_stamp(module: AnsibleModule, stamp_dir: str, stamp_path: str) -> bool
         return True
     try:
         os.unlink(stamp_path)
-        dir_fd = os.open(stamp_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(stamp_dir)
     except OSError as exc:
         module.fail_json(msg=f"could not remove the stamp {stamp_path}: {exc.strerror or exc}; remove it by hand", stamp=stamp_path)
     return True
