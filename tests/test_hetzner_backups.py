@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import configparser
+import http.server
+import os
+import socket
+import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import TOKEN, FakeApi, site_playbook
+from conftest import ANSIBLE_PLAYBOOK, ROOT, TOKEN, FakeApi, site_playbook
 
 pytestmark = pytest.mark.ansible
 
@@ -68,10 +73,13 @@ def test_backups_off_are_enabled_once_and_a_rerun_changes_nothing(play, api: Fak
     assert first.recap_changed() >= 1
     fact = read_fact(play.fact)
     assert fact["enabled"] == "true" and fact["backup_window"] == "22-02" and fact["server"] == "neo-live-1"
+    before = len(api.state()["requests"])
     again = play()
     assert again.rc == 0, again.out
     assert again.recap_changed() == 0, again.out
     assert len(api.writes()) == 1, "a rerun must not call enable_backup again"
+    # Issue 18: a rerun that finds backups on makes one API call, the lookup (its drift check).
+    assert [r.split("?")[0] for r in api.state()["requests"][before:]] == ["GET /v1/servers"], api.state()["requests"][before:]
 
 
 def test_check_mode_reports_the_change_and_writes_nothing(play, api: FakeApi) -> None:
@@ -158,3 +166,79 @@ def test_a_server_error_that_persists_is_retried_then_named(play, api: FakeApi, 
     assert f"kept failing ({status} {code})" in r.out, r.out[-3000:]
     assert len(api.state()["requests"]) > 1, "retried before giving up"
     assert api.writes() == []
+
+
+# ---- the lookup runs in-process on the controller (action_plugins/hetzner_server_lookup.py, issue 18) ----
+
+
+def test_an_endpoint_nobody_answers_is_retried_then_named_without_the_token(play, api: FakeApi) -> None:
+    secret = "tok-unreachable-5Vq81"
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = play("-e", f"hetzner_backups_api_endpoint=http://127.0.0.1:{port}/v1", token=secret)
+    assert r.rc != 0
+    assert f"failed at http://127.0.0.1:{port}/v1" in r.out and "Connection refused" in r.out, r.out[-3000:]
+    assert r.out.count("FAILED - RETRYING") == 4, "no answer at all is transient: retried"
+    assert secret not in r.out
+    # Positive control: the same play against an endpoint that answers succeeds.
+    ok = play()
+    assert ok.rc == 0, ok.out[-3000:]
+    assert api.state()["requests"][0] == "GET /v1/servers", api.state()["requests"]
+
+
+def lookup_play(tmp_path: Path, endpoint: str) -> tuple[int, str]:
+    """The action plugin alone, as a task: its own refusals (the role's asserts stop most of them first)."""
+    play = tmp_path / "lookup.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"hetzner_server_lookup": {"name": "neo-live-1", "api_token": TOKEN, "api_endpoint": endpoint}, "register": "r"},
+                        {"ansible.builtin.debug": {"var": "r.hcloud_server_info"}},
+                    ],
+                }
+            ]
+        )
+    )
+    env = {**os.environ, "ANSIBLE_ACTION_PLUGINS": str(ROOT / "roles/hetzner_backups/action_plugins"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(play)], capture_output=True, text=True, env=env, check=False
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+class PortalPage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html><body>Log in to the hotel Wi-Fi</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_lookup_refuses_a_non_http_endpoint_and_an_answer_that_is_not_the_api(tmp_path: Path, api: FakeApi) -> None:
+    rc, out = lookup_play(tmp_path, "file:///etc")
+    assert rc != 0 and "hetzner_backups_api_endpoint 'file:///etc': expected an https:// URL" in out, out[-3000:]
+    assert "Traceback" not in out
+    # An HTTP server that is not the API (a captive portal's page): 200, HTML.
+    portal = http.server.HTTPServer(("127.0.0.1", 0), PortalPage)
+    threading.Thread(target=portal.serve_forever, daemon=True).start()
+    try:
+        rc, out = lookup_play(tmp_path, f"http://127.0.0.1:{portal.server_address[1]}/v1")
+    finally:
+        portal.shutdown()
+        portal.server_close()
+    assert rc != 0 and "the answer is not JSON" in out, out[-3000:]
+    assert "Traceback" not in out and TOKEN not in out
+    # Positive control: the fake API's server, in server_info's shape.
+    rc, out = lookup_play(tmp_path, api.url)
+    assert rc == 0, out[-3000:]
+    assert "name: neo-live-1" in out and "backup_window: null" in out, out[-3000:]

@@ -1,0 +1,76 @@
+"""hetzner_server_lookup: look a server up by name in the Hetzner Cloud API, on the controller, in-process.
+
+The role's read on every run (issue 18: a rerun in few round trips). An action plugin runs inside
+ansible's own worker: one HTTP GET, no module shipped and started in a new Python, which took 0.6 s of
+a rerun with hetzner.hcloud.server_info (its import of the hcloud library) against 0.03 s here. The
+switch itself, rare, stays hetzner.hcloud.server.
+
+The result has server_info's shape where the role reads it: hcloud_server_info, a list of the servers
+with that name (id, name, status, backup_window); and on a failure msg and failure.code, the API's error
+code (unauthorized, unavailable, ...) or the HTTP status where the answer had no JSON error, so the
+role's retries and messages classify it by code. The token is sent as a bearer header only: it is never
+part of a message or of the result.
+
+Arguments: name, api_token, api_endpoint (as hetzner.hcloud.server_info), timeout (seconds, 30).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+
+SERVER_KEYS = ("id", "name", "status", "backup_window")
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True  # it only reads
+    _requires_connection = False  # the controller talks to the API; the host is not contacted
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        name, token = str(args.get("name") or ""), str(args.get("api_token") or "")
+        endpoint = str(args.get("api_endpoint") or "https://api.hetzner.cloud/v1").rstrip("/")
+        if not name or not token:
+            return {**result, "failed": True, "msg": "hetzner_server_lookup needs name and api_token"}
+        if urllib.parse.urlsplit(endpoint).scheme not in ("https", "http"):
+            return {
+                **result,
+                "failed": True,
+                "msg": f"hetzner_backups_api_endpoint {endpoint!r}: expected an https:// URL (https://api.hetzner.cloud/v1)",
+            }
+        url = f"{endpoint}/servers?{urllib.parse.urlencode({'name': name})}"
+        request = urllib.request.Request(  # noqa: S310 (http or https, above)
+            url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=float(args.get("timeout", 30))) as answer:  # noqa: S310 (http or https, above)
+                doc = json.loads(answer.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            code, message = str(exc.code), exc.reason
+            try:
+                error = json.loads(exc.read().decode("utf-8")).get("error") or {}
+                code, message = str(error.get("code") or code), str(error.get("message") or message)
+            except (ValueError, AttributeError, OSError):
+                pass  # a proxy's HTML page: the HTTP status is the code
+            return {**result, "failed": True, "failure": {"code": code}, "msg": f"GET {url}: {exc.code} {code}: {message}"}
+        except (urllib.error.URLError, OSError) as exc:
+            # No answer: the words the role's transport check knows (Connection refused, timed out).
+            reason = getattr(exc, "reason", exc)
+            return {**result, "failed": True, "msg": f"could not reach the Hetzner Cloud API at {endpoint}: {reason}"}
+        except ValueError as exc:
+            return {**result, "failed": True, "msg": f"GET {url}: the answer is not JSON ({exc})"}
+        servers = doc.get("servers") if isinstance(doc, dict) else None
+        if not isinstance(servers, list):
+            return {**result, "failed": True, "msg": f"GET {url}: the answer has no servers list"}
+        return {
+            **result,
+            "changed": False,
+            "hcloud_server_info": [{k: s.get(k) for k in SERVER_KEYS} for s in servers if isinstance(s, dict)],
+        }
