@@ -102,12 +102,14 @@ check: lint-fast unit-fast ## the fast path for day-to-day work (under 3 min on 
 # Each stage of `make test` runs as its own make, timed, its output in .stages/STAGE.log; the times
 # are printed at the end. TEST_STAGES: which stages, in the table's order.
 TEST_STAGES := lint rules unit pythons ansible-tests faults vm-faults molecule
-# The stages run in parallel lanes (tests/stages.sh), each lane's stages in order. Stages that share
-# something stay in one lane: faults and molecule both build the stand-in images (make image) and
-# run systemd containers. vm-faults (its own image, QEMU VMs, ephemeral ports) and ansible-tests
-# (the fake API on ephemeral ports, molecule's hetzner scenario in a temp dir) share nothing.
+# The stages run in parallel lanes (tests/stages.sh), each lane's stages in order. molecule, the
+# longest stage, has a lane of its own from the start; the others are split in two lanes of about
+# the same length. faults and molecule both make the stand-in images: standin/build-image.sh takes a
+# lock per image, so the second waits and finds it cached; their containers have their own names.
+# vm-faults (its own image, QEMU VMs, ephemeral ports) and ansible-tests (the fake API on ephemeral
+# ports, molecule's hetzner scenario in a temp dir) share nothing with the others.
 # NEO_TEST_LANES=1 (or `make test-serial`) runs TEST_STAGES serially, stopping at the first failure.
-export NEO_TEST_LANES ?= lint rules unit pythons | faults molecule | vm-faults ansible-tests
+export NEO_TEST_LANES ?= lint rules unit pythons ansible-tests | molecule | vm-faults faults
 # The unit and pythons suites keep PYTEST_WORKERS (-n auto) in the lanes: the CPU work is the same
 # with one worker, which would only stretch lane 1 (the longest in CPU) and leave a core idle once
 # the other lanes end. NEO_TEST_LANE_WORKERS="-n 1" sets their workers for the lanes only.

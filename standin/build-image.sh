@@ -41,6 +41,11 @@ packages=systemd,systemd-sysv,dbus,sudo,python3,python3-yaml,python3-apt,sqlite3
 # The image records its package list; an image built from another list is rebuilt.
 label=neo.standin.packages
 
+# Two builds of one image at once (make test's lanes: faults and molecule each make image) build it
+# once: the second waits here for the first, then finds the image cached.
+exec 8>"/var/tmp/neo-standin-build.$(printf '%s' "$image" | tr -c 'A-Za-z0-9.-' _).lock"
+flock 8
+
 if [ "${NEO_STANDIN_REBUILD:-0}" != 1 ] && podman image exists "$image"; then
   cached=$(podman image inspect -f "{{ index .Labels \"$label\" }}" "$image" 2>/dev/null || true)
   if [ "$cached" = "$packages" ]; then
