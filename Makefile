@@ -59,7 +59,7 @@ image: deps ## build the stand-in VPS base images, Debian 12 and a fresh Debian 
 vm-image: deps venv ## build the VM stand-in disk image for vm-faults (cached; the converge part uses podman)
 	bash vm/build-image.sh
 
-PY_SOURCES := scripts tests bench library roles/hetzner_backups/action_plugins scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz roles/neo_safeguards/files/neo-db
+PY_SOURCES := scripts tests bench library action_plugins roles/hetzner_backups/action_plugins scripts/neo-db scripts/demo-engine scripts/readme-vars scripts/gen-role-schema scripts/build-pyz roles/neo_safeguards/files/neo-db
 
 lint-fast: venv ## ruff, mypy, yamllint, bash -n on tests/molecule/*.sh: lint without ansible-lint (make check)
 	$(BIN)/ruff check $(PY_SOURCES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SYSTEM_PYTHON
+from conftest import ANSIBLE_PLAYBOOK, ROOT, SYSTEM_PYTHON
 
 ROLES = sorted(p.parent.parent for p in ROOT.glob("roles/*/meta/argument_specs.yml"))
 
@@ -358,3 +359,38 @@ def test_molecule_yaml_holds_no_inline_shell_or_python() -> None:
     assert len(files) > 10, f"positive control: molecule's YAML was found ({len(files)} files)"
     bad = [f for path in files for f in _inline_scripts(path.read_text(), str(path.relative_to(ROOT)))]
     assert not bad, "inline code in molecule's YAML (move it to a script under tests/molecule/):\n" + "\n".join(bad)
+
+
+def test_site_yml_builds_the_pyz_in_process_with_build_pyz_s_own_bytes(tmp_path: Path) -> None:
+    """site.yml's first play builds the pyz with action_plugins/neo_build_pyz.py (issue 18: no module started
+    for it): the same bytes as scripts/build-pyz, an unchanged build leaves OUT alone, and a .cache that is not
+    a directory is named with the fix, never a traceback."""
+    play = tmp_path / "build.yml"
+    out = tmp_path / "cache" / "neo_db.pyz"
+    task = {"neo_build_pyz": {"script": str(ROOT / "scripts" / "build-pyz"), "dest": str(out)}, "register": "r"}
+    play.write_text(
+        yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [task, {"ansible.builtin.debug": {"var": "r"}}]}])
+    )
+    env = {**os.environ, "ANSIBLE_ACTION_PLUGINS": str(ROOT / "action_plugins"), "ANSIBLE_NOCOLOR": "1"}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(play)], capture_output=True, text=True, env=env, check=False
+        )
+
+    (tmp_path / "cache").write_text("not a directory")
+    r = run()
+    assert r.returncode != 0 and f"build-pyz: cannot build {out}" in r.stdout and "writable directory" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    # Positive control: into a directory it builds, byte for byte what the script builds, and says so.
+    (tmp_path / "cache").unlink()
+    r = run()
+    assert r.returncode == 0 and "built: true" in r.stdout and "changed=0" in r.stdout, r.stdout + r.stderr
+    subprocess.run(
+        [SYSTEM_PYTHON, "-I", str(ROOT / "scripts" / "build-pyz"), str(tmp_path / "script.pyz")], check=True, capture_output=True
+    )
+    assert out.read_bytes() == (tmp_path / "script.pyz").read_bytes()
+    before = out.stat()
+    r = run()
+    assert r.returncode == 0 and "built: false" in r.stdout, r.stdout + r.stderr
+    assert (out.stat().st_ino, out.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "an unchanged build leaves OUT alone"
