@@ -9,7 +9,7 @@
 #   2. base.raw (+ vmlinuz, initrd.img, label): layer 1 provisioned by site.yml --skip-tags
 #      hetzner,host (the host baseline's sshd and nftables are molecule's, not this suite's), run against a podman container of layer 1 (the same roles, templates and
 #      code an operator's converge installs, as in `make faults`), then exported into an
-#      ext4 image. Rebuilt when layer 1, site.yml, roles/, group_vars/, scripts/ or this
+#      ext4 image. Rebuilt when layer 1, site.yml, roles/, group_vars/, library/, action_plugins/, scripts/ or this
 #      script change (about 1-2 min; uses podman: run it under the podman lock).
 # Each test boots its own qcow2 overlay of base.raw, so the image itself is never written.
 #
@@ -73,7 +73,7 @@ if [ ! -f "$base_tar" ]; then
 fi
 
 # Layer 2's label: layer 1 and everything the converge installs.
-label=$( (echo "$base_hash"; cd "$repo" && find site.yml ansible.cfg roles group_vars scripts vm/build-image.sh -type f ! -path '*/__pycache__/*' -print0 \
+label=$( (echo "$base_hash"; cd "$repo" && find site.yml ansible.cfg roles group_vars library action_plugins scripts vm/build-image.sh -type f ! -path '*/__pycache__/*' -print0 \
   | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)
 if [ -f "$cache/base.raw" ] && [ "$(cat "$cache/label" 2>/dev/null)" = "$label" ]; then
   echo "vm: image $cache/base.raw is cached (label $label); NEO_VM_REBUILD=1 rebuilds it"
