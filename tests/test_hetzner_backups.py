@@ -11,6 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -79,7 +80,7 @@ def test_backups_off_are_enabled_once_and_a_rerun_changes_nothing(play, api: Fak
     assert again.recap_changed() == 0, again.out
     assert len(api.writes()) == 1, "a rerun must not call enable_backup again"
     # Issue 18: a rerun that finds backups on makes one API call, the lookup (its drift check).
-    assert [r.split("?")[0] for r in api.state()["requests"][before:]] == ["GET /v1/servers"], api.state()["requests"][before:]
+    assert api.state()["requests"][before:] == ["GET /v1/servers"], api.state()["requests"][before:]
 
 
 def test_check_mode_reports_the_change_and_writes_nothing(play, api: FakeApi) -> None:
@@ -212,7 +213,20 @@ def lookup_play(tmp_path: Path, endpoint: str) -> tuple[int, str]:
 
 
 class PortalPage(http.server.BaseHTTPRequestHandler):
+    """A server that is not the API: a captive portal's page (200, HTML), or, under /v1/moved, a redirect to
+    another host (the port in the class's `redirect_to`). Every request's Authorization header is recorded."""
+
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+    redirect_to = 0
+
     def do_GET(self) -> None:
+        PortalPage.seen.append((self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/moved/") and PortalPage.redirect_to:
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{PortalPage.redirect_to}/v1/servers?name=neo-live-1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = b"<html><body>Log in to the hotel Wi-Fi</body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
@@ -226,7 +240,7 @@ class PortalPage(http.server.BaseHTTPRequestHandler):
 
 def test_the_lookup_refuses_a_non_http_endpoint_and_an_answer_that_is_not_the_api(tmp_path: Path, api: FakeApi) -> None:
     rc, out = lookup_play(tmp_path, "file:///etc")
-    assert rc != 0 and "hetzner_backups_api_endpoint 'file:///etc': expected an https:// URL" in out, out[-3000:]
+    assert rc != 0 and "hetzner_backups_api_endpoint 'file:///etc': expected an http(s) URL" in out, out[-3000:]
     assert "Traceback" not in out
     # An HTTP server that is not the API (a captive portal's page): 200, HTML.
     portal = http.server.HTTPServer(("127.0.0.1", 0), PortalPage)
@@ -238,6 +252,21 @@ def test_the_lookup_refuses_a_non_http_endpoint_and_an_answer_that_is_not_the_ap
         portal.server_close()
     assert rc != 0 and "the answer is not JSON" in out, out[-3000:]
     assert "Traceback" not in out and TOKEN not in out
+    # A redirect to another host is an answer of its own, never followed: the token never goes there.
+    PortalPage.seen.clear()
+    mover = http.server.HTTPServer(("127.0.0.1", 0), PortalPage)
+    other = http.server.HTTPServer(("127.0.0.1", 0), PortalPage)
+    PortalPage.redirect_to = other.server_address[1]
+    for server in (mover, other):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rc, out = lookup_play(tmp_path, f"http://127.0.0.1:{mover.server_address[1]}/moved")
+    finally:
+        for server in (mover, other):
+            server.shutdown()
+            server.server_close()
+    assert rc != 0 and "302" in out and "Traceback" not in out and TOKEN not in out, out[-3000:]
+    assert PortalPage.seen == [("/moved/servers?name=neo-live-1", f"Bearer {TOKEN}")], PortalPage.seen
     # Positive control: the fake API's server, in server_info's shape.
     rc, out = lookup_play(tmp_path, api.url)
     assert rc == 0, out[-3000:]

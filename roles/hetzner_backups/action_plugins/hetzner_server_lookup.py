@@ -16,6 +16,7 @@ Arguments: name, api_token, api_endpoint (as hetzner.hcloud.server_info), timeou
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -25,6 +26,17 @@ from typing import Any
 from ansible.plugins.action import ActionBase
 
 SERVER_KEYS = ("id", "name", "status", "backup_window")
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The API never redirects: a 3xx is an answer of its own (an HTTPError), never followed, so the token
+    is never sent on to another host (urllib would copy the Authorization header there)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+OPENER = urllib.request.build_opener(NoRedirects)
 
 
 class ActionModule(ActionBase):
@@ -43,14 +55,13 @@ class ActionModule(ActionBase):
             return {
                 **result,
                 "failed": True,
-                "msg": f"hetzner_backups_api_endpoint {endpoint!r}: expected an https:// URL (https://api.hetzner.cloud/v1)",
+                "msg": f"hetzner_backups_api_endpoint {endpoint!r}: expected an http(s) URL (https://api.hetzner.cloud/v1)",
             }
         url = f"{endpoint}/servers?{urllib.parse.urlencode({'name': name})}"
-        request = urllib.request.Request(  # noqa: S310 (http or https, above)
-            url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        )
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (http or https, above)
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=float(args.get("timeout", 30))) as answer:  # noqa: S310 (http or https, above)
+            with OPENER.open(request, timeout=float(args.get("timeout", 30))) as answer:
                 doc = json.loads(answer.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             code, message = str(exc.code), exc.reason
@@ -60,10 +71,12 @@ class ActionModule(ActionBase):
             except (ValueError, AttributeError, OSError):
                 pass  # a proxy's HTML page: the HTTP status is the code
             return {**result, "failed": True, "failure": {"code": code}, "msg": f"GET {url}: {exc.code} {code}: {message}"}
-        except (urllib.error.URLError, OSError) as exc:
-            # No answer: the words the role's transport check knows (Connection refused, timed out).
-            reason = getattr(exc, "reason", exc)
-            return {**result, "failed": True, "msg": f"could not reach the Hetzner Cloud API at {endpoint}: {reason}"}
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # No (whole) answer: refused, reset, timed out, DNS, TLS, a cut-off body. The role retries what
+            # starts with "no answer from the API" (_hetzner_backups_transport_errors), as hcloud's own
+            # "Max retries" before; the role's message names the endpoint.
+            reason = getattr(exc, "reason", None) or exc
+            return {**result, "failed": True, "msg": f"no answer from the API: {type(exc).__name__}: {reason}"}
         except ValueError as exc:
             return {**result, "failed": True, "msg": f"GET {url}: the answer is not JSON ({exc})"}
         servers = doc.get("servers") if isinstance(doc, dict) else None
