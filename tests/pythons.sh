@@ -6,9 +6,6 @@
 #                   CLI: every command path, in a third of the unit suite's time; PYTHONS_TESTS=tests
 #                   runs the whole unit suite under each interpreter)
 #   PYTHONS_ALL=1   also rerun under the distro python3 (make unit already did)
-#   PYTHONS_QUICK   the minors that run the tests without the slow ones (tests/slow_tests.txt;
-#                   default 13: Python 3.13 also runs neo-db end to end in molecule, on the Debian 13
-#                   host, every session hook and timer through systemd). PYTHONS_QUICK= runs them all.
 #   PYTHONS_ALLOW_MISSING=1   a missing interpreter is reported, not a failure (by default it fails:
 #                   an untested Python is not a pass)
 set -euo pipefail
@@ -46,15 +43,12 @@ for minor in 10 11 12 13; do
     report+=("  3.$minor  ran      $exe ($version): the distro python3, in make unit")
     continue
   fi
-  marks="not standin and not ansible and not vm"
-  quick=""
-  if [[ " ${PYTHONS_QUICK-13} " == *" $minor "* ]]; then marks="$marks and not slow"; quick=", without the slow tests (PYTHONS_QUICK)"; fi
-  echo "==> the unit suite with neo-db under $exe ($version)$quick"
+  echo "==> the unit suite with neo-db under $exe ($version)"
   pp=""
   "$exe" -c 'import yaml' 2>/dev/null || pp=$yaml_dir
   start=$(date +%s)
-  if NEO_DB_PYTHON=$exe PYTHONPATH=$pp "${VENV:-.venv}/bin/pytest" -m "$marks" -q -p no:cacheprovider ${PYTEST_WORKERS:-} "${tests[@]}"; then
-    report+=("  3.$minor  ran      $exe ($version): passed in $(( $(date +%s) - start )) s$quick${pp:+ (PyYAML from the venv, pure Python)}")
+  if NEO_DB_PYTHON=$exe PYTHONPATH=$pp "${VENV:-.venv}/bin/pytest" -m "not standin and not ansible and not vm" -q -p no:cacheprovider ${PYTEST_WORKERS:-} "${tests[@]}"; then
+    report+=("  3.$minor  ran      $exe ($version): passed in $(( $(date +%s) - start )) s${pp:+ (PyYAML from the venv, pure Python)}")
   else
     report+=("  3.$minor  FAILED   $exe ($version)")
     status=1
