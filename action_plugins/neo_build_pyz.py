@@ -2,7 +2,7 @@
 
 site.yml's first play (issue 18: a rerun in few round trips). A `command` task running build-pyz
 costs a module shipped to and started in a new Python on the controller, 0.3 s of every rerun, for a
-build of 0.03 s; this plugin imports scripts/build-pyz and calls its build() and write() inside
+build of 0.03 s; this plugin imports scripts/build-pyz and calls its build_to() inside
 ansible's own worker. The bytes are the script's (the same reproducible zip); OUT appears whole or not
 at all (write(): a temp file, fsync, rename), and an unchanged build leaves OUT untouched.
 
@@ -35,18 +35,8 @@ class ActionModule(ActionBase):
         spec = importlib.util.spec_from_loader(loader.name, loader)
         assert spec is not None
         build_pyz = importlib.util.module_from_spec(spec)
-        try:
-            loader.exec_module(build_pyz)
-            data = build_pyz.build()
-            if dest.is_file() and dest.read_bytes() == data:
-                return {**result, "changed": False, "built": False, "dest": str(dest), "msg": f"{dest} is up to date"}
-            build_pyz.write(dest, data)
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            return {
-                **result,
-                "failed": True,
-                "msg": f"build-pyz: cannot build {dest}: {exc.strerror or exc}{where}; "
-                "make its directory a writable directory, or build to another path",
-            }
-        return {**result, "changed": False, "built": True, "dest": str(dest), "msg": f"built {dest} ({len(data)} bytes)"}
+        loader.exec_module(build_pyz)
+        ok, message = build_pyz.build_to(dest)
+        if not ok:
+            return {**result, "failed": True, "msg": message}
+        return {**result, "changed": False, "built": message.startswith("built "), "dest": str(dest), "msg": message}

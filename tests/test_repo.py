@@ -380,7 +380,7 @@ def test_site_yml_builds_the_pyz_in_process_with_build_pyz_s_own_bytes(tmp_path:
 
     (tmp_path / "cache").write_text("not a directory")
     r = run()
-    assert r.returncode != 0 and f"build-pyz: cannot build {out}" in r.stdout and "writable directory" in r.stdout, r.stdout + r.stderr
+    assert r.returncode != 0 and f"build-pyz: cannot write {out}" in r.stdout and "writable directory" in r.stdout, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     # Positive control: into a directory it builds, byte for byte what the script builds, and says so.
     (tmp_path / "cache").unlink()
