@@ -42,12 +42,13 @@ packages=systemd,systemd-sysv,dbus,sudo,python3,python3-yaml,python3-apt,sqlite3
 label=neo.standin.packages
 
 # Two builds of one image at once (make test's lanes: faults and molecule each make image) build it
-# once: the second waits here for the first, then finds the image cached.
-exec 8>"/var/tmp/neo-standin-build.$(printf '%s' "$image" | tr -c 'A-Za-z0-9.-' _).lock"
+# once: the second waits here for the first, then finds the image cached (a lock per user: podman's
+# images are per user). podman never holds the lock (8>&-): a process it leaves running would keep it.
+exec 8>"/var/tmp/neo-standin-build.$(id -u).$(printf '%s' "$image" | tr -c 'A-Za-z0-9.-' _).lock"
 flock 8
 
-if [ "${NEO_STANDIN_REBUILD:-0}" != 1 ] && podman image exists "$image"; then
-  cached=$(podman image inspect -f "{{ index .Labels \"$label\" }}" "$image" 2>/dev/null || true)
+if [ "${NEO_STANDIN_REBUILD:-0}" != 1 ] && podman image exists "$image" 8>&-; then
+  cached=$(podman image inspect -f "{{ index .Labels \"$label\" }}" "$image" 2>/dev/null 8>&- || true)
   if [ "$cached" = "$packages" ]; then
     echo "stand-in image $image is cached; NEO_STANDIN_REBUILD=1 rebuilds it"
     exit 0
@@ -81,5 +82,5 @@ mkdir -p "$rootfs"/var/lib/apt/lists/partial
 touch -d @0 "$rootfs"/var/lib/apt/lists
 echo "neo-vps-standin" >"$rootfs/etc/hostname"
 
-tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change "LABEL $label=$packages" - "$image" >/dev/null
+tar -C "$rootfs" -c . | podman import 8>&- --change 'CMD ["/sbin/init"]' --change "LABEL $label=$packages" - "$image" >/dev/null
 echo "built stand-in image $image"
