@@ -1,7 +1,8 @@
 """Bad Ansible variables fail early, naming the variable, the value and what is allowed.
 
 Runs site.yml in --check mode against this machine (a local connection): the roles' argument
-specs and asserts come first, so a bad value stops the play before any task could change
+specs come first, then the converge stamp's check (it only reads; this machine has no stamp, so it
+is not current) and the asserts, so a bad value stops the play before any task could change
 anything, and check mode guarantees nothing is changed even if a check were to let it through.
 """
 
