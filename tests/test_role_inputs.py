@@ -63,6 +63,15 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("safeguards", {"neo_safeguards_abnormal_retention_days": "thirty"}, ["neo_safeguards_abnormal_retention_days"]),
         ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
         ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
+        # Values that would break the converge stamp's arguments (a null path's dirname, a string where a list
+        # goes): the role's asserts run before the stamp check, so they are named, not a templating error.
+        ("safeguards", {"neo_safeguards_config_path": None}, ['neo_safeguards_config_path is "None": expected an absolute path']),
+        ("monitoring", {"neo_monitoring_rules_path": None}, ['neo_monitoring_rules_path is "None": expected an absolute path']),
+        (
+            "runtime",
+            {"neo_runtime_backup_subdirs": "abc"},
+            ["neo_runtime_backup_subdirs must be a non-empty list of plain directory names"],
+        ),
         (
             "engine",
             {"neo_engine_restart": "on-failure"},
@@ -205,8 +214,9 @@ def key_value(default: Any) -> str:
 
 
 def validation_playbook(tmp_path: Path, roles: list[str]) -> Path:
-    """Each role's argument_spec validation, then its own asserts (tasks/assert.yml), then the neo-db config
-    rendered from the same variables: what site.yml does first, without touching the machine."""
+    """Each role's argument_spec validation, then its own asserts (tasks/assert.yml) and controller-side checks
+    (tasks/controller_check.yml), then the neo-db config rendered from the same variables: what site.yml does
+    before a full converge, without touching the machine."""
     tasks: list[dict[str, Any]] = []
     for role in roles:
         spec = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
@@ -214,6 +224,14 @@ def validation_playbook(tmp_path: Path, roles: list[str]) -> Path:
             {"name": f"Validate {role}'s argument_spec", "ansible.builtin.validate_argument_spec": {"argument_spec": spec["options"]}},
             {"name": f"Run {role}'s asserts", "ansible.builtin.include_role": {"name": role, "tasks_from": "assert", "public": True}},
         ]
+        # neo_safeguards runs the pyz and neo-db's schema check on the controller before a full converge.
+        if (ROLES_DIR / role / "tasks" / "controller_check.yml").exists():
+            tasks.append(
+                {
+                    "name": f"Run {role}'s controller-side checks",
+                    "ansible.builtin.include_role": {"name": role, "tasks_from": "controller_check", "public": True},
+                }
+            )
     tasks.append(
         {
             "name": "Render the neo-db config",
