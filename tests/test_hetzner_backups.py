@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import configparser
 import http.server
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -188,7 +190,7 @@ def test_an_endpoint_nobody_answers_is_retried_then_named_without_the_token(play
     assert api.state()["requests"][0] == "GET /v1/servers", api.state()["requests"]
 
 
-def lookup_play(tmp_path: Path, endpoint: str) -> tuple[int, str]:
+def lookup_play(tmp_path: Path, endpoint: str, timeout: float = 30) -> tuple[int, str]:
     """The action plugin alone, as a task: its own refusals (the role's asserts stop most of them first)."""
     play = tmp_path / "lookup.yml"
     play.write_text(
@@ -198,7 +200,15 @@ def lookup_play(tmp_path: Path, endpoint: str) -> tuple[int, str]:
                     "hosts": "localhost",
                     "gather_facts": False,
                     "tasks": [
-                        {"hetzner_server_lookup": {"name": "neo-live-1", "api_token": TOKEN, "api_endpoint": endpoint}, "register": "r"},
+                        {
+                            "hetzner_server_lookup": {
+                                "name": "neo-live-1",
+                                "api_token": TOKEN,
+                                "api_endpoint": endpoint,
+                                "timeout": timeout,
+                            },
+                            "register": "r",
+                        },
                         {"ansible.builtin.debug": {"var": "r.hcloud_server_info"}},
                     ],
                 }
@@ -221,6 +231,22 @@ class PortalPage(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         PortalPage.seen.append((self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/trickle/"):  # a byte now and then, never the whole answer
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.25)
+            return
+        if self.path.startswith("/echo/"):  # an error that says back what it was sent
+            body = json.dumps({"error": {"code": "unauthorized", "message": f"bad header {self.headers.get('Authorization')}"}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/moved/") and PortalPage.redirect_to:
             self.send_response(302)
             self.send_header("Location", f"http://localhost:{PortalPage.redirect_to}/v1/servers?name=neo-live-1")
@@ -250,7 +276,7 @@ def test_the_lookup_refuses_a_non_http_endpoint_and_an_answer_that_is_not_the_ap
     finally:
         portal.shutdown()
         portal.server_close()
-    assert rc != 0 and "the answer is not JSON" in out, out[-3000:]
+    assert rc != 0 and "the answer is not the API's JSON" in out, out[-3000:]
     assert "Traceback" not in out and TOKEN not in out
     # A redirect to another host is an answer of its own, never followed: the token never goes there.
     PortalPage.seen.clear()
@@ -267,6 +293,18 @@ def test_the_lookup_refuses_a_non_http_endpoint_and_an_answer_that_is_not_the_ap
             server.server_close()
     assert rc != 0 and "302" in out and "Traceback" not in out and TOKEN not in out, out[-3000:]
     assert PortalPage.seen == [("/moved/servers?name=neo-live-1", f"Bearer {TOKEN}")], PortalPage.seen
+    # A body that trickles in is cut at the timeout (each read alone would wait on), and an error that echoes
+    # the Authorization header back never shows the token.
+    portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PortalPage)
+    threading.Thread(target=portal.serve_forever, daemon=True).start()
+    try:
+        rc, out = lookup_play(tmp_path, f"http://127.0.0.1:{portal.server_address[1]}/trickle", timeout=2)
+        assert rc != 0 and "no answer from the API: TimeoutError" in out and "Traceback" not in out, out[-3000:]
+        rc, out = lookup_play(tmp_path, f"http://127.0.0.1:{portal.server_address[1]}/echo")
+        assert rc != 0 and "bad header Bearer ********" in out and TOKEN not in out, out[-3000:]
+    finally:
+        portal.shutdown()
+        portal.server_close()
     # Positive control: the fake API's server, in server_info's shape.
     rc, out = lookup_play(tmp_path, api.url)
     assert rc == 0, out[-3000:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +38,21 @@ class NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 OPENER = urllib.request.build_opener(NoRedirects)
+MAX_ANSWER = 8 << 20  # bytes: a project's servers are a few KiB; more is not the API
+
+
+def read_whole(answer: Any, deadline: float) -> bytes:
+    """The answer's body by the deadline and within MAX_ANSWER: a server that sends a byte now and then
+    would keep a plain read() going for good (the socket timeout is per read)."""
+    chunks, size = [], 0
+    while chunk := answer.read1(65536):
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise ValueError(f"the answer is over {MAX_ANSWER >> 20} MiB")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the answer timed out")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ActionModule(ActionBase):
@@ -45,7 +61,13 @@ class ActionModule(ActionBase):
     _requires_connection = False  # the controller talks to the API; the host is not contacted
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
+        result = self._lookup(super().run(tmp, task_vars))
+        token = str(self._task.args.get("api_token") or "")
+        if token and token in str(result.get("msg", "")):  # an answer that echoes the request's header back
+            result["msg"] = str(result["msg"]).replace(token, "********")
+        return result
+
+    def _lookup(self, result: dict[str, Any]) -> dict[str, Any]:
         args = self._task.args
         name, token = str(args.get("name") or ""), str(args.get("api_token") or "")
         endpoint = str(args.get("api_endpoint") or "https://api.hetzner.cloud/v1").rstrip("/")
@@ -61,12 +83,13 @@ class ActionModule(ActionBase):
         request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (http or https, above)
         request.add_unredirected_header("Authorization", f"Bearer {token}")
         try:
-            with OPENER.open(request, timeout=float(args.get("timeout", 30))) as answer:
-                doc = json.loads(answer.read().decode("utf-8"))
+            timeout = float(args.get("timeout", 30))
+            with OPENER.open(request, timeout=timeout) as answer:
+                doc = json.loads(read_whole(answer, time.monotonic() + timeout).decode("utf-8"))
         except urllib.error.HTTPError as exc:
             code, message = str(exc.code), exc.reason
             try:
-                error = json.loads(exc.read().decode("utf-8")).get("error") or {}
+                error = json.loads(exc.read(MAX_ANSWER).decode("utf-8")).get("error") or {}
                 code, message = str(error.get("code") or code), str(error.get("message") or message)
             except (ValueError, AttributeError, OSError):
                 pass  # a proxy's HTML page: the HTTP status is the code
@@ -77,8 +100,8 @@ class ActionModule(ActionBase):
             # "Max retries" before; the role's message names the endpoint.
             reason = getattr(exc, "reason", None) or exc
             return {**result, "failed": True, "msg": f"no answer from the API: {type(exc).__name__}: {reason}"}
-        except ValueError as exc:
-            return {**result, "failed": True, "msg": f"GET {url}: the answer is not JSON ({exc})"}
+        except ValueError as exc:  # not UTF-8, not JSON, too big
+            return {**result, "failed": True, "msg": f"GET {url}: the answer is not the API's JSON ({exc})"}
         servers = doc.get("servers") if isinstance(doc, dict) else None
         if not isinstance(servers, list):
             return {**result, "failed": True, "msg": f"GET {url}: the answer has no servers list"}
