@@ -50,7 +50,9 @@ def play(tmp_path: Path, api: FakeApi):
             **host_vars,
         }
         inventory.write_text(yaml.safe_dump({"neo_vps": {"hosts": {"neo-live-1": host}}}))
-        rc, out = site_playbook(inventory, "--tags", "hetzner", *extra, env={"HCLOUD_TOKEN": token, "HCLOUD_ENDPOINT": api.url})
+        # The Hetzner fact's converge stamp goes beside the fact, not into this machine's /var/lib/neo-ops.
+        stamps = ["-e", f"_hetzner_backups_stamp_dir={tmp_path / 'stamps'}"]
+        rc, out = site_playbook(inventory, "--tags", "hetzner", *stamps, *extra, env={"HCLOUD_TOKEN": token, "HCLOUD_ENDPOINT": api.url})
         return Run(rc, out)
 
     return run

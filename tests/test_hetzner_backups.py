@@ -55,10 +55,13 @@ def play(tmp_path: Path, api: FakeApi):
     )
 
     def run(*extra: str, token: str = TOKEN) -> Run:
-        rc, out = site_playbook(inventory, "--tags", "hetzner", *extra, env={"HCLOUD_TOKEN": token, "HCLOUD_ENDPOINT": api.url})
+        # The fact's converge stamp goes beside the fact, not into this machine's /var/lib/neo-ops.
+        stamps = ["-e", f"_hetzner_backups_stamp_dir={tmp_path / 'stamps'}"]
+        rc, out = site_playbook(inventory, "--tags", "hetzner", *stamps, *extra, env={"HCLOUD_TOKEN": token, "HCLOUD_ENDPOINT": api.url})
         return Run(rc, out)
 
     run.fact = fact  # type: ignore[attr-defined]
+    run.stamps = tmp_path / "stamps"  # type: ignore[attr-defined]
     return run
 
 
@@ -81,8 +84,16 @@ def test_backups_off_are_enabled_once_and_a_rerun_changes_nothing(play, api: Fak
     assert again.rc == 0, again.out
     assert again.recap_changed() == 0, again.out
     assert len(api.writes()) == 1, "a rerun must not call enable_backup again"
-    # Issue 18: a rerun that finds backups on makes one API call, the lookup (its drift check).
+    # Issue 18: a rerun that finds backups on makes one API call, the lookup (its drift check), and the fact
+    # is vouched for by its converge stamp (one round trip).
     assert api.state()["requests"][before:] == ["GET /v1/servers"], api.state()["requests"][before:]
+    assert (play.stamps / "hetzner_backups.json").is_file() and "Write the fact" not in again.out, again.out[-3000:]
+    # The fact edited behind Ansible's back is drift: the next run writes it again, naming why, then the fast path.
+    play.fact.write_text(play.fact.read_text().replace("enabled=true", "enabled=false"))
+    repaired = play()
+    assert repaired.rc == 0 and repaired.recap_changed() == 1, repaired.out[-3000:]
+    assert f"{play.fact}: content changed" in repaired.out and read_fact(play.fact)["enabled"] == "true", repaired.out[-3000:]
+    assert play().recap_changed() == 0
 
 
 def test_check_mode_reports_the_change_and_writes_nothing(play, api: FakeApi) -> None:
