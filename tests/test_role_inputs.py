@@ -2,7 +2,8 @@
 
 Runs site.yml in --check mode against this machine (a local connection): the roles' argument
 specs come first, then the converge stamp's check (it only reads; this machine has no stamp, so it
-is not current) and the asserts, so a bad value stops the play before any task could change
+is not current; a value that cannot even build its arguments makes it not current too) and the
+role's checks, so a bad value stops the play before any task could change
 anything, and check mode guarantees nothing is changed even if a check were to let it through.
 """
 
@@ -214,9 +215,8 @@ def key_value(default: Any) -> str:
 
 
 def validation_playbook(tmp_path: Path, roles: list[str]) -> Path:
-    """Each role's argument_spec validation, then its own asserts (tasks/assert.yml) and controller-side checks
-    (tasks/controller_check.yml), then the neo-db config rendered from the same variables: what site.yml does
-    before a full converge, without touching the machine."""
+    """Each role's argument_spec validation, then its own checks (tasks/assert.yml), then the neo-db config
+    rendered from the same variables: what site.yml does before a full converge, without touching the machine."""
     tasks: list[dict[str, Any]] = []
     for role in roles:
         spec = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]
@@ -224,14 +224,6 @@ def validation_playbook(tmp_path: Path, roles: list[str]) -> Path:
             {"name": f"Validate {role}'s argument_spec", "ansible.builtin.validate_argument_spec": {"argument_spec": spec["options"]}},
             {"name": f"Run {role}'s asserts", "ansible.builtin.include_role": {"name": role, "tasks_from": "assert", "public": True}},
         ]
-        # neo_safeguards runs the pyz and neo-db's schema check on the controller before a full converge.
-        if (ROLES_DIR / role / "tasks" / "controller_check.yml").exists():
-            tasks.append(
-                {
-                    "name": f"Run {role}'s controller-side checks",
-                    "ansible.builtin.include_role": {"name": role, "tasks_from": "controller_check", "public": True},
-                }
-            )
     tasks.append(
         {
             "name": "Render the neo-db config",
