@@ -65,7 +65,7 @@ def play(inventory: Path, tags: str, extra: dict) -> tuple[int, str]:
         ("safeguards", {"neo_safeguards_integrity_check_on_startup": "maybe"}, ["neo_safeguards_integrity_check_on_startup"]),
         ("safeguards", {"neo_safeguards_db_path": "db/neo.db"}, ["neo_safeguards_db_path", "absolute path"]),
         # Values that would break the converge stamp's arguments (a null path's dirname, a string where a list
-        # goes): the role's asserts run before the stamp check, so they are named, not a templating error.
+        # goes): the stamp check fails on them and is taken as not current, so the role's checks still name them.
         ("safeguards", {"neo_safeguards_config_path": None}, ['neo_safeguards_config_path is "None": expected an absolute path']),
         ("monitoring", {"neo_monitoring_rules_path": None}, ['neo_monitoring_rules_path is "None": expected an absolute path']),
         (
