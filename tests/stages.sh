@@ -176,15 +176,5 @@ for l in "${!lane_stages[@]}"; do
   pids+=($!)
 done
 set +m  # the groups are made; no "[1] Terminated" job notices in the log
-# Wait for the lanes by polling, not with `wait PID`: bash's wait builtin can sit on a trapped SIGINT that
-# comes in between its checks until a child changes state, and the lanes' stages may run for minutes
-# (seen once under make test's load: Ctrl-C not acted on for 30 s). A foreground sleep ends on its own,
-# and the trap runs right after it.
-while :; do
-  alive=0
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-  [ "$alive" = 0 ] && break
-  sleep 0.2
-done
-for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done  # reap them (each lane ends by SIGKILLing its group)
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done  # (each lane ends by SIGKILLing its group)
 table
