@@ -181,6 +181,10 @@ def session_processes(sid: int) -> dict[int, str]:
     return found
 
 
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_stages_sh_kills_every_lane_and_leaves_no_process(tmp_path: Path, sig: signal.Signals) -> None:
     (tmp_path / "Makefile").write_text(MAKEFILE)
@@ -192,6 +196,9 @@ def test_a_signal_to_stages_sh_kills_every_lane_and_leaves_no_process(tmp_path: 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As from a terminal: a test run started in the background of a non-interactive shell (`cmd &`, a CI
+        # runner) inherits SIGINT ignored, and bash cannot trap a signal that was ignored when it started.
+        preexec_fn=default_sigint,  # noqa: PLW1509 (one call, signal.signal only)
     )
     try:
         deadline = time.monotonic() + 30
